@@ -1,0 +1,3 @@
+from colospec.cli import main
+
+raise SystemExit(main())

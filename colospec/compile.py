@@ -1,0 +1,96 @@
+"""The pipeline: load → schema → model → semantic rules → render. No I/O beyond reading."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from colospec.diagnostics import Diagnostic, SpecError
+from colospec.lint import lint_qemu_argv
+from colospec.loader import LoadedSpec, load_spec
+from colospec.model import Host, Pair, build_pair
+from colospec.render.plan import render_plan
+from colospec.render.qemu_argv import render_qemu_args_file, render_qemu_argv
+from colospec.render.qmp import render_qmp_scripts
+from colospec.render.systemd import render_units
+from colospec.render.tc import render_tc_script
+from colospec.rules import check_rules
+from colospec.schema import apply_defaults, validate_schema
+
+
+@dataclass(frozen=True)
+class Artifact:
+    text: str
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A spec that passed validation (warnings may remain)."""
+
+    spec: LoadedSpec
+    pair: Pair
+    warnings: list[Diagnostic]
+
+
+def check_spec(path: str | Path, *, strict: bool = False) -> Checked:
+    """Validate one spec file; raises SpecError with every error (and warning) found."""
+    spec = load_spec(path)
+    errors = validate_schema(spec)
+    if errors:
+        # Semantic rules assume schema-valid data; schema errors are reported alone.
+        raise SpecError(errors)
+    pair = build_pair(apply_defaults(spec.data), spec.sha256)
+    found = check_rules(pair, spec)
+    if not any(d.severity == "error" for d in found):
+        found += _lint_argvs(pair, spec)
+    if strict:
+        found = [Diagnostic(**{**d.__dict__, "severity": "error"}) for d in found]
+    errors = [d for d in found if d.severity == "error"]
+    if errors:
+        raise SpecError(found)
+    return Checked(spec, pair, found)
+
+
+def _lint_argvs(pair: Pair, spec: LoadedSpec) -> list[Diagnostic]:
+    out: set[Diagnostic] = set()
+    for host in pair.hosts:
+        argv = render_qemu_argv(pair, host)
+        first_extra = len(argv) - len(pair.qemu.extra_args)
+        for p in lint_qemu_argv(argv, first_extra):
+            if p.index < first_extra:
+                raise AssertionError(
+                    f"colospec rendered a bad QEMU argument {argv[p.index]!r}: {p.problem}"
+                )
+            out.add(
+                spec.diagnostic(("qemu", "extra_args", p.index - first_extra), p.problem, p.fix)
+            )
+    return sorted(out)
+
+
+def _json(data) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_host(pair: Pair, host: Host) -> dict[str, Artifact]:
+    """Every artifact of one host, keyed by path relative to OUT/<pair>/<host>/."""
+    argv = render_qemu_argv(pair, host)
+    scripts = render_qmp_scripts(pair, host)
+    files = {
+        "qemu.args": Artifact(render_qemu_args_file(argv)),
+        "tc.sh": Artifact(render_tc_script(pair, host), 0o755),
+        "plan.json": Artifact(_json(render_plan(pair, host, list(scripts)))),
+    }
+    files |= {name: Artifact(_json(cmds)) for name, cmds in scripts.items()}
+    files |= {name: Artifact(text) for name, text in render_units(pair, host, argv).items()}
+    return dict(sorted(files.items()))
+
+
+def render_pair(pair: Pair) -> dict[str, Artifact]:
+    """Every artifact of the pair, keyed by path relative to OUT/<pair>/."""
+    return {
+        f"{host.name}/{name}": art
+        for host in pair.hosts
+        for name, art in render_host(pair, host).items()
+    }

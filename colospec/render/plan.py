@@ -1,0 +1,109 @@
+"""plan.json: everything the runner needs on one host, so it never reads the spec.
+
+Steps run in order. "wait-peer" blocks until the peer's runner reports (over the
+heartbeat channel) that it finished the named step: that is how the primary knows the
+secondary's NBD export exists before it adds its replication child and migrates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from colospec import __version__
+from colospec.model import Host, Pair
+from colospec.versions import defects_for, syntax_for
+
+PLAN_FORMAT = "colospec-plan/v1"
+
+
+def _step(id_: str, kind: str, **extra: Any) -> dict[str, Any]:
+    return {"id": id_, "kind": kind, **extra}
+
+
+def _qmp_step(id_: str, script: str) -> dict[str, Any]:
+    return _step(id_, "qmp", script=script, on_error="abort")
+
+
+def plan_steps(host: Host, scripts: list[str]) -> list[dict[str, Any]]:
+    by_name = {s.split("/")[-1].split("-", 1)[1].removesuffix(".json"): s for s in scripts}
+    steps = [
+        _step("check-qemu", "check-qemu"),
+        _step("disks", "prepare-disks"),
+        _step("network", "prepare-network"),
+        _step("qemu", "start-qemu"),
+        _step("qmp", "connect-qmp"),
+    ]
+    if host.role == "secondary":
+        steps += [
+            _qmp_step("nbd-export", by_name["nbd-export"]),
+            _step("colo", "wait-colo", mode="secondary"),
+        ]
+    else:
+        steps += [
+            _step("peer-nbd-export", "wait-peer", step="nbd-export"),
+            _qmp_step("replication-child", by_name["replication-child"]),
+            # The secondary's redirectors must be connected before COLO starts, or the
+            # first packets would reach only the primary.
+            _step("peer-channels", "wait-chardevs", chardevs=["mirror0", "compare1"]),
+            _qmp_step("start-colo", by_name["start-colo"]),
+            _step("colo", "wait-colo", mode="primary"),
+        ]
+    steps.append(_step("watch", "watch"))
+    return steps
+
+
+def render_plan(pair: Pair, host: Host, scripts: list[str]) -> dict[str, Any]:
+    syntax = syntax_for(pair.qemu.version)
+    assert syntax is not None, "validated before rendering"
+    lay, peer = pair.layout(host), pair.peer_of(host)
+    ports = pair.replication.ports
+    scratch = (
+        {"active": lay.active_disk, "hidden": lay.hidden_disk} if host.role == "secondary" else None
+    )
+    return {
+        "format": PLAN_FORMAT,
+        "generator": f"colospec {__version__}",
+        "spec_sha256": pair.spec_sha256,
+        "pair": pair.name,
+        "flavor": pair.flavor,
+        "host": {"name": host.name, "role": host.role, "address": host.address},
+        "peer": {"name": peer.name, "role": peer.role, "address": peer.address},
+        "qemu": {
+            "binary": pair.qemu.binary,
+            "version": pair.qemu.version,
+            "accel": pair.vm.accel,
+            "args_file": "qemu.args",
+            "run_dir": lay.run_dir,
+            "qmp_socket": lay.qmp_socket,
+            "pidfile": lay.pidfile,
+            "console_log": lay.console_log,
+            "requires": {
+                "commands": sorted(syntax.required_commands),
+                "qom_types": sorted(syntax.required_qom_types),
+                "migration_capabilities": ["x-colo"],
+                "block_drivers": ["nbd", "qcow2", "quorum", "replication"],
+            },
+            "known_defects": [d.id for d in defects_for(pair.qemu.version, pair.vm.accel)],
+        },
+        "disks": {
+            "base": {"path": host.image, "format": pair.vm.disk.format},
+            "scratch": scratch,
+        },
+        "network": {"tap": host.tap, "bridge": host.bridge, "script": "tc.sh"},
+        "heartbeat": {
+            "listen": {"address": host.address, "port": ports.heartbeat},
+            "peer": {"address": peer.address, "port": ports.heartbeat},
+            "interval_ms": pair.failover.heartbeat_interval_ms,
+            "missed": pair.failover.missed_heartbeats,
+        },
+        "steps": plan_steps(host, scripts),
+        "failover": {
+            "as_primary": {"script": "qmp/90-failover-as-primary.json", "on_error": "continue"},
+            "as_secondary": {"script": "qmp/91-failover-as-secondary.json", "on_error": "continue"},
+        },
+        "units": {
+            "target": lay.unit(),
+            "qemu": lay.unit("qemu"),
+            "runner": lay.unit("runner"),
+        },
+    }

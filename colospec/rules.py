@@ -1,0 +1,221 @@
+"""Semantic rules: what the schema cannot say. Each rule yields positioned diagnostics."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterator
+
+from colospec.diagnostics import Diagnostic
+from colospec.loader import LoadedSpec
+from colospec.model import ROLES, Pair, default_tap
+from colospec.versions import defects_for, supported_versions, syntax_for
+
+Rule = Callable[[Pair, LoadedSpec], Iterator[Diagnostic]]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    RULES.append(fn)
+    return fn
+
+
+def check_rules(pair: Pair, spec: LoadedSpec) -> list[Diagnostic]:
+    return sorted(d for r in RULES for d in r(pair, spec))
+
+
+@rule
+def hosts_differ(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    a, b = pair.primary, pair.secondary
+    if a.name == b.name:
+        yield spec.diagnostic(
+            ("hosts", "secondary", "name"),
+            f"both hosts are named '{a.name}'",
+            "give each host its own name",
+        )
+    if a.address == b.address:
+        yield spec.diagnostic(
+            ("hosts", "secondary", "address"),
+            f"both hosts have the address {a.address}",
+            "give each host its own replication address",
+        )
+
+
+@rule
+def addresses_usable(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    for role in ROLES:
+        path = ("hosts", role, "address")
+        text = getattr(pair, role).address
+        try:
+            addr = ipaddress.IPv4Address(text)
+        except ValueError:
+            yield spec.diagnostic(
+                path,
+                f"'{text}' is not an IPv4 address",
+                "write four numbers 0–255 such as 10.22.1.2",
+            )
+            continue
+        if addr.is_unspecified or addr.is_multicast or text == "255.255.255.255":
+            yield spec.diagnostic(
+                path,
+                f"{text} cannot be one host's address",
+                "use the host's own unicast address on the replication network",
+            )
+
+
+@rule
+def ports_distinct(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    seen: dict[int, str] = {}
+    ports = pair.replication.ports
+    for channel in ("migration", "nbd", "mirror", "compare", "heartbeat"):
+        port = getattr(ports, channel)
+        if port in seen:
+            yield spec.diagnostic(
+                ("replication", "ports", channel),
+                f"port {port} is already used for {seen[port]}",
+                "give every channel its own port",
+            )
+        else:
+            seen[port] = channel
+
+
+@rule
+def mac_unicast(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    octets = [int(o, 16) for o in pair.vm.nic.mac.split(":")]
+    if octets[0] & 1:
+        yield spec.diagnostic(
+            ("vm", "nic", "mac"),
+            f"{pair.vm.nic.mac} is a multicast address",
+            "use a unicast MAC: the first octet must be even, e.g. 52:…",
+        )
+    elif not any(octets):
+        yield spec.diagnostic(
+            ("vm", "nic", "mac"),
+            "the all-zero MAC is not usable",
+            "use a locally administered MAC such as 52:54:00:12:34:56",
+        )
+
+
+@rule
+def machine_supported(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    if "q35" in pair.vm.machine:
+        yield spec.diagnostic(
+            ("vm", "machine"),
+            f"COLO does not support the {pair.vm.machine} machine",
+            "use machine: pc",
+        )
+
+
+@rule
+def vhost_off(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    if pair.vm.nic.vhost:
+        yield spec.diagnostic(
+            ("vm", "nic", "vhost"),
+            "vhost-net bypasses QEMU, so colo-compare and the filters never see the guest's packets",
+            "set vhost: false or remove the key",
+        )
+
+
+@rule
+def vnet_hdr_model(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    nic = pair.vm.nic
+    if nic.vnet_hdr and nic.model != "virtio-net-pci":
+        yield spec.diagnostic(
+            ("vm", "nic", "vnet_hdr"),
+            f"{nic.model} does not use virtio offload headers",
+            "remove vnet_hdr, or use model: virtio-net-pci",
+            severity="warning",
+        )
+
+
+@rule
+def interface_names(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    derived = default_tap(pair.name)
+    if len(derived) > 15 and any(h.tap == derived for h in pair.hosts):
+        yield spec.diagnostic(
+            ("name",),
+            f"the derived tap name '{derived}' is longer than 15 characters",
+            "set hosts.primary.tap and hosts.secondary.tap (at most 15 characters)",
+        )
+    for host in pair.hosts:
+        base = ("hosts", host.role)
+        for key, name in (("bridge", host.bridge), ("tap", host.tap)):
+            if name in (".", ".."):
+                yield spec.diagnostic(
+                    (*base, key), f"'{name}' is not an interface name", "use a real interface name"
+                )
+        if host.tap == host.bridge:
+            yield spec.diagnostic(
+                (*base, "tap"),
+                f"the tap and the bridge are both '{host.tap}'",
+                "give the tap its own name",
+            )
+
+
+@rule
+def qemu_version_known(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    version = pair.qemu.version
+    if syntax_for(version) is None:
+        yield spec.diagnostic(
+            ("qemu", "version"),
+            f"colospec has no syntax table for QEMU {version}",
+            f"use one of: {', '.join(supported_versions())}",
+        )
+    for defect in defects_for(version, pair.vm.accel):
+        path = ("vm", "accel") if defect.accels != {"kvm", "tcg", "auto"} else ("qemu", "version")
+        yield spec.diagnostic(
+            path, f"known QEMU defect {defect.id}: {defect.summary}", defect.fix, severity="warning"
+        )
+
+
+@rule
+def flavor_implemented(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    if pair.flavor != "colo":
+        yield spec.diagnostic(
+            ("flavor",),
+            f"flavor {pair.flavor} is not implemented in this colospec yet",
+            "use flavor: colo",
+        )
+
+
+@rule
+def vnc_on_loopback(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    vnc = pair.vm.vnc
+    if not vnc:
+        return
+    address = vnc.rpartition(":")[0]
+    if address:
+        try:
+            loopback = ipaddress.IPv4Address(address).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            yield spec.diagnostic(
+                ("vm", "vnc"),
+                f"VNC would listen on {address} on both hosts",
+                'use ":N" (loopback; reach it through an SSH tunnel)',
+            )
+
+
+@rule
+def heartbeat_budget(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    f = pair.failover
+    budget = f.heartbeat_interval_ms * f.missed_heartbeats
+    if budget >= 1000:
+        yield spec.diagnostic(
+            ("failover",),
+            f"a dead peer is noticed only after {budget} ms without heartbeats",
+            "lower heartbeat_interval_ms or missed_heartbeats",
+            severity="warning",
+        )
+
+
+@rule
+def scratch_not_image(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    for host in pair.hosts:
+        lay = pair.layout(host)
+        if host.image in (lay.active_disk, lay.hidden_disk):
+            yield spec.diagnostic(
+                ("hosts", host.role, "scratch_dir"),
+                f"{host.image} would be overwritten as an active/hidden disk",
+                "keep the base image outside scratch_dir or rename it",
+            )

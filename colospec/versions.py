@@ -1,0 +1,137 @@
+"""Everything that depends on the QEMU version, as data: syntax spellings and known defects.
+
+Renderers ask this table how to spell a thing instead of testing version numbers
+themselves; supporting a new QEMU means adding a row here (and a golden argv test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Version = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class QemuSyntax:
+    """How one QEMU release spells the things colospec emits."""
+
+    # Client chardev reconnect: option name and the value meaning "retry every second".
+    chardev_reconnect: tuple[str, str]
+    # Secondary's NBD export: "block-export-add" (QAPI, 5.2+) or "nbd-server-add" (deprecated).
+    nbd_export: Literal["block-export-add", "nbd-server-add"]
+    # Primary's replication child over NBD: QAPI "blockdev-add"/"blockdev-del", or HMP
+    # "drive_add -n buddy"/"drive_del" as in the original COLO docs.
+    replication_child: Literal["blockdev-add", "drive_add"]
+    # The secondary must also enable the x-colo capability (needed from QEMU 10).
+    secondary_sets_x_colo: bool
+    # QMP commands and QOM types the generated plan relies on; the runner checks the
+    # real binary's query-qmp-schema and qom-list-types for them before starting.
+    required_commands: tuple[str, ...]
+    required_qom_types: tuple[str, ...]
+
+
+_QMP_7_2 = (
+    "migrate-set-capabilities",
+    "migrate-set-parameters",
+    "migrate",
+    "nbd-server-start",
+    "nbd-server-stop",
+    "block-export-add",
+    "blockdev-add",
+    "blockdev-del",
+    "x-blockdev-change",
+    "x-colo-lost-heartbeat",
+    "query-colo-status",
+    "object-del",
+    "chardev-add",
+    "chardev-remove",
+    "announce-self",
+    "yank",
+    "query-yank",
+)
+
+SYNTAX: dict[str, QemuSyntax] = {
+    "7.2": QemuSyntax(
+        chardev_reconnect=("reconnect", "1"),
+        nbd_export="block-export-add",
+        replication_child="blockdev-add",
+        secondary_sets_x_colo=True,
+        required_commands=_QMP_7_2,
+        required_qom_types=(
+            "colo-compare",
+            "filter-mirror",
+            "filter-redirector",
+            "filter-rewriter",
+            "iothread",
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Defect:
+    """A known QEMU defect that breaks COLO, for the versions first..last (inclusive)."""
+
+    id: str
+    first: Version
+    last: Version | None  # None: not fixed in any release we know of
+    accels: frozenset[str]  # the defect only bites with these accelerators
+    summary: str
+    fix: str
+
+
+DEFECTS: tuple[Defect, ...] = (
+    Defect(
+        id="colo-tcg-checkpoint-deadlock",
+        first=(0, 0, 0),
+        last=None,
+        accels=frozenset({"tcg", "auto"}),
+        summary=(
+            "stock QEMU deadlocks COLO under TCG at the first checkpoint "
+            "(migration/colo.c calls qemu_savevm_live_state() without the iothread lock; "
+            "TCG's dirty-bitmap sync then waits on itself)"
+        ),
+        fix=(
+            "use accel: kvm, or a QEMU built with the iothread lock taken around that "
+            "call (README.md, 'COLO under TCG')"
+        ),
+    ),
+    Defect(
+        id="colo-never-entered-10.0",
+        first=(10, 0, 0),
+        last=(10, 0, 6),
+        accels=frozenset({"kvm", "tcg", "auto"}),
+        summary=(
+            "QEMU 10.0.0 to 10.0.6 complete the migration and never enter COLO "
+            "(regression from 'migration: Always set DEVICE state')"
+        ),
+        fix="use QEMU 10.0.7 or later",
+    ),
+)
+
+
+def parse_version(text: str) -> tuple[int, int, int | None]:
+    parts = [int(p) for p in text.split(".")]
+    return (parts[0], parts[1], parts[2] if len(parts) > 2 else None)
+
+
+def syntax_for(version: str) -> QemuSyntax | None:
+    major, minor, _ = parse_version(version)
+    return SYNTAX.get(f"{major}.{minor}")
+
+
+def supported_versions() -> list[str]:
+    return sorted(SYNTAX)
+
+
+def defects_for(version: str, accel: str) -> list[Defect]:
+    """Defects that may apply: a version without a micro number covers all its micros."""
+    major, minor, micro = parse_version(version)
+    low = (major, minor, micro if micro is not None else 0)
+    high = (major, minor, micro if micro is not None else 999)
+    return [
+        d
+        for d in DEFECTS
+        if accel in d.accels and high >= d.first and (d.last is None or low <= d.last)
+    ]

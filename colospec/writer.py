@@ -1,0 +1,56 @@
+"""Atomic output: a pair's directory is replaced whole or not at all."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from colospec.compile import Artifact
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False if unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def write_tree(target: Path, files: dict[str, Artifact]) -> None:
+    """Write files into a temporary sibling of target, then swap it into place.
+
+    An interrupted or failed write leaves target as it was. Only target and its own
+    temporary siblings (.<name>.colospec-*) are ever touched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.colospec-", dir=target.parent))
+    try:
+        for rel, art in files.items():
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(art.text, encoding="utf-8")
+            path.chmod(art.mode)
+        tmp.chmod(0o755)
+        if target.exists() and _exchange(tmp, target):
+            shutil.rmtree(tmp)  # now holds the previous output
+            return
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.colospec-old-", dir=target.parent))
+            os.rename(target, old / "x")
+            os.rename(tmp, target)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
