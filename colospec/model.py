@@ -14,7 +14,8 @@ ROLES: tuple[Role, Role] = ("primary", "secondary")
 # QEMU object and device ids shared by both hosts' command lines and QMP scripts.
 NETDEV_ID = "hn0"
 QUORUM_ID = "colo-disk0"  # the guest's disk: a quorum on both hosts; also the replication top-id
-PARENT_ID = "parent0"  # secondary: the base image, exported over NBD
+PARENT_ID = "parent0"  # secondary: the base image drive, exported over NBD
+PARENT_NODE = "parent0-base"  # its node name: block-export-add needs a node, not a drive id
 SECONDARY_CHILD_ID = "childs0"  # secondary: the replication driver over active/hidden disks
 REPLICATION_NODE = "replication0"  # primary: replication child added over NBD
 NBD_NODE = "nbd0"  # primary: the NBD client under replication0
@@ -42,6 +43,7 @@ class Nic:
     mac: str
     vhost: bool
     vnet_hdr: bool
+    boot_rom: bool
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Host:
     tap: str
     scratch_dir: str
     image: str
+    lan_address: str | None
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,7 @@ def build_pair(data: dict[str, Any], spec_sha256: str) -> Pair:
             tap=h.get("tap", default_tap(data["name"])),
             scratch_dir=h["scratch_dir"],
             image=h.get("image", vm["disk"]["image"]),
+            lan_address=h.get("lan_address"),
         )
 
     return Pair(

@@ -42,9 +42,11 @@ def hosts_differ(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
 
 @rule
 def addresses_usable(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
-    for role in ROLES:
-        path = ("hosts", role, "address")
-        text = getattr(pair, role).address
+    for role, key in [(r, k) for r in ROLES for k in ("address", "lan_address")]:
+        path = ("hosts", role, key)
+        text = getattr(getattr(pair, role), key)
+        if text is None:
+            continue
         try:
             addr = ipaddress.IPv4Address(text)
         except ValueError:
@@ -59,6 +61,34 @@ def addresses_usable(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
                 path,
                 f"{text} cannot be one host's address",
                 "use the host's own unicast address on the replication network",
+            )
+
+
+@rule
+def second_heartbeat_path(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    a, b = pair.primary, pair.secondary
+    if (a.lan_address is None) != (b.lan_address is None):
+        role = "secondary" if b.lan_address is None else "primary"
+        yield spec.diagnostic(
+            ("hosts", role),
+            "only one host has a lan_address",
+            f"add hosts.{role}.lan_address, or remove the other",
+        )
+    elif a.lan_address is None:
+        yield spec.diagnostic(
+            ("hosts",),
+            "heartbeats use only the replication network, so a cut replication link looks "
+            "like a dead primary and both hosts would serve",
+            "give both hosts a lan_address on a second network",
+            severity="warning",
+        )
+    else:
+        addresses = [a.address, b.address, a.lan_address, b.lan_address]
+        if len(set(addresses)) < 4:
+            yield spec.diagnostic(
+                ("hosts", "secondary", "lan_address"),
+                "the LAN addresses repeat a replication address or each other",
+                "use each host's own address on the second network",
             )
 
 

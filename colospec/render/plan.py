@@ -40,6 +40,7 @@ def plan_steps(host: Host, scripts: list[str]) -> list[dict[str, Any]]:
         ]
     else:
         steps += [
+            _qmp_step("liveness-beacon", by_name["liveness-beacon"]),
             _step("peer-nbd-export", "wait-peer", step="nbd-export"),
             _qmp_step("replication-child", by_name["replication-child"]),
             # The secondary's redirectors must be connected before COLO starts, or the
@@ -50,6 +51,13 @@ def plan_steps(host: Host, scripts: list[str]) -> list[dict[str, Any]]:
         ]
     steps.append(_step("watch", "watch"))
     return steps
+
+
+def heartbeat_paths(host: Host, peer: Host) -> list[dict[str, str]]:
+    paths = [{"name": "replication", "local": host.address, "peer": peer.address}]
+    if host.lan_address and peer.lan_address:
+        paths.append({"name": "lan", "local": host.lan_address, "peer": peer.lan_address})
+    return paths
 
 
 def render_plan(pair: Pair, host: Host, scripts: list[str]) -> dict[str, Any]:
@@ -91,10 +99,12 @@ def render_plan(pair: Pair, host: Host, scripts: list[str]) -> dict[str, Any]:
         },
         "network": {"tap": host.tap, "bridge": host.bridge, "script": "tc.sh"},
         "heartbeat": {
-            "listen": {"address": host.address, "port": ports.heartbeat},
-            "peer": {"address": peer.address, "port": ports.heartbeat},
+            "port": ports.heartbeat,
+            "paths": heartbeat_paths(host, peer),
             "interval_ms": pair.failover.heartbeat_interval_ms,
             "missed": pair.failover.missed_heartbeats,
+            # The peer QEMU's NBD server: answers while that QEMU lives.
+            "peer_qemu_probe": {"address": peer.address, "port": ports.nbd},
         },
         "steps": plan_steps(host, scripts),
         "failover": {

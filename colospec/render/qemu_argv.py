@@ -64,8 +64,9 @@ def _common(pair: Pair, host: Host) -> list[str]:
         "-netdev", "tap", ("id", m.NETDEV_ID), ("ifname", host.tap), ("script", "no"),
         ("downscript", "no"), ("vhost", False), ("vnet_hdr", vm.nic.vnet_hdr),
     )  # fmt: skip
+    rom = [] if vm.nic.boot_rom else [("romfile", "")]
     args += _opt("-device", vm.nic.model, ("id", "nic0"), ("netdev", m.NETDEV_ID),
-                 ("mac", vm.nic.mac.lower()))  # fmt: skip
+                 ("mac", vm.nic.mac.lower()), *rom)  # fmt: skip
     if vm.kernel:
         args += ["-kernel", vm.kernel.path]
         if vm.kernel.initrd:
@@ -142,7 +143,7 @@ def secondary_colo_args(pair: Pair, host: Host, lay: HostLayout) -> list[str]:
               ("queue", "rx"), ("outdev", "red1"), *hdr),
         *_opt("-object", "filter-rewriter", ("id", "rew0"), ("netdev", m.NETDEV_ID),
               ("queue", "all"), *hdr),
-        *_opt("-drive", None, ("if", "none"), ("id", m.PARENT_ID),
+        *_opt("-drive", None, ("if", "none"), ("id", m.PARENT_ID), ("node-name", m.PARENT_NODE),
               ("file.filename", host.image), ("driver", pair.vm.disk.format)),
         *_opt("-drive", None, ("if", "none"), ("id", m.SECONDARY_CHILD_ID),
               ("driver", "replication"), ("mode", "secondary"), ("top-id", m.QUORUM_ID),

@@ -40,13 +40,21 @@ def secondary_setup(pair: Pair, host: Host, syntax: QemuSyntax) -> list[Command]
     out.append(_args("nbd-server-start", {"addr": _inet(host.address, nbd_port)}))
     if syntax.nbd_export == "block-export-add":
         out.append(_args("block-export-add", {
-            "type": "nbd", "id": "export0", "node-name": m.PARENT_ID,
+            "type": "nbd", "id": "export0", "node-name": m.PARENT_NODE,
             "name": m.NBD_EXPORT, "writable": True,
         }))  # fmt: skip
     else:
         out.append(_args("nbd-server-add", {"device": m.PARENT_ID, "name": m.NBD_EXPORT,
                                             "writable": True}))  # fmt: skip
     return out
+
+
+def primary_liveness_beacon(pair: Pair, host: Host) -> list[Command]:
+    """An NBD server without exports on the primary's address: the secondary's runner
+    connects to it to tell "the primary's runner is silent but its QEMU lives" (a
+    greeting) from "its QEMU is gone" (refused) and "the host is gone" (no answer). The
+    secondary's own NBD server serves the same purpose the other way round."""
+    return [_args("nbd-server-start", {"addr": _inet(host.address, pair.replication.ports.nbd)})]
 
 
 def primary_replication_child(pair: Pair, syntax: QemuSyntax) -> list[Command]:
@@ -78,9 +86,12 @@ def primary_start_colo(pair: Pair) -> list[Command]:
 def failover_as_primary(pair: Pair, syntax: QemuSyntax) -> list[Command]:
     """The secondary is gone: drop it and keep serving alone.
 
-    The yanks come first: with the replication link dead but the peer alive, QEMU 7.2
-    hangs in x-colo-lost-heartbeat while flushing the NBD child unless its connections
-    are dropped first.
+    The NBD client is yanked first: with the replication link dead but the peer alive,
+    QEMU 7.2 otherwise hangs (in blockdev-del or x-colo-lost-heartbeat, flushing over the
+    dead link) with its main loop stuck. Yanking the migration stream does not help, and
+    yanking every instance would also drop our own QMP connection. colo-compare goes
+    early because it holds the guest's output until its timeout while no secondary
+    answers.
     """
     drop_child = (
         _args("blockdev-del", {"node-name": m.REPLICATION_NODE})
@@ -88,12 +99,11 @@ def failover_as_primary(pair: Pair, syntax: QemuSyntax) -> list[Command]:
         else _args("human-monitor-command", {"command-line": f"drive_del {m.REPLICATION_NODE}"})
     )
     return [
-        _args("yank", {"instances": [{"type": "migration"}]}),
         _args("yank", {"instances": [{"type": "block-node", "node-name": m.NBD_NODE}]}),
-        {"execute": "x-colo-lost-heartbeat"},
         _args("x-blockdev-change", {"parent": m.QUORUM_ID, "child": "children.1"}),
         drop_child,
         *(_args("object-del", {"id": i}) for i in ("comp0", "iothread1", "m0", "redire0", "redire1")),
+        {"execute": "x-colo-lost-heartbeat"},
     ]  # fmt: skip
 
 
@@ -134,6 +144,7 @@ def render_qmp_scripts(pair: Pair, host: Host) -> dict[str, list[Command]]:
         setup = {"qmp/10-nbd-export.json": secondary_setup(pair, host, syntax)}
     else:
         setup = {
+            "qmp/05-liveness-beacon.json": primary_liveness_beacon(pair, host),
             "qmp/10-replication-child.json": primary_replication_child(pair, syntax),
             "qmp/20-start-colo.json": primary_start_colo(pair),
         }

@@ -1,0 +1,1 @@
+"""colospec run: executes the artifacts that colospec build wrote for one host."""
