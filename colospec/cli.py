@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the spec's JSON Schema")
     p.set_defaults(func=cmd_schema)
+
+    from colospec.runner.commands import add_runner_commands
+
+    add_runner_commands(sub)
     return parser
 
 

@@ -25,7 +25,7 @@ from qmp_schema import QmpSchema
 QEMU = "/usr/bin/qemu-system-x86_64"
 
 
-async def qmp_session(socket: str, *commands: str) -> list:
+async def qmp_session(socket: str, *commands: str | tuple[str, dict]) -> list:
     client = QMPClient("colospec-test")
     for _ in range(100):
         try:
@@ -36,7 +36,10 @@ async def qmp_session(socket: str, *commands: str) -> list:
     else:
         raise AssertionError(f"no QMP on {socket}")
     try:
-        return [await client.execute(c) for c in commands]
+        return [
+            await (client.execute(*c) if isinstance(c, tuple) else client.execute(c))
+            for c in commands
+        ]
     finally:
         await client.disconnect()
 

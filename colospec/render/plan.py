@@ -53,6 +53,11 @@ def plan_steps(host: Host, scripts: list[str]) -> list[dict[str, Any]]:
     return steps
 
 
+def tap_mac(guest_mac: str) -> str:
+    """The host side of the guest's NIC: fe:… as libvirt does, so the bridge never adopts it."""
+    return "fe:" + guest_mac.lower()[3:]
+
+
 def heartbeat_paths(host: Host, peer: Host) -> list[dict[str, str]]:
     paths = [{"name": "replication", "local": host.address, "peer": peer.address}]
     if host.lan_address and peer.lan_address:
@@ -97,7 +102,12 @@ def render_plan(pair: Pair, host: Host, scripts: list[str]) -> dict[str, Any]:
             "base": {"path": host.image, "format": pair.vm.disk.format},
             "scratch": scratch,
         },
-        "network": {"tap": host.tap, "bridge": host.bridge, "script": "tc.sh"},
+        "network": {
+            "tap": host.tap,
+            "tap_mac": tap_mac(pair.vm.nic.mac),
+            "bridge": host.bridge,
+            "script": "tc.sh",
+        },
         "heartbeat": {
             "port": ports.heartbeat,
             "paths": heartbeat_paths(host, peer),

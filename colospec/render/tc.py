@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from colospec.model import Host, Pair
+from colospec.render.plan import tap_mac
 from colospec.render.text import render_template
 
 
 def render_tc_script(pair: Pair, host: Host) -> str:
-    return render_template("tc.sh.j2", pair=pair, host=host)
+    return render_template("tc.sh.j2", pair=pair, host=host, tap_mac=tap_mac(pair.vm.nic.mac))

@@ -49,6 +49,12 @@ def network_up(net: dict[str, Any], netns: str | None = None) -> list[str]:
                     f"(the guest's tap {tap} joins it)"
                 )
             tap_link = _ensure_link(ipr, tap, "tap", created)
+            if net.get("tap_mac"):
+                # A bridge takes the lowest MAC among its ports unless told otherwise; a
+                # random tap MAC could change the host's own address on the bridge and
+                # strand its neighbours' ARP entries. fe:… is never the lowest.
+                with _doing(f"set the MAC address of {tap}"):
+                    ipr.link("set", index=tap_link["index"], address=net["tap_mac"])
             with _doing(f"attach {tap} to bridge {bridge} and set it up"):
                 ipr.link("set", index=tap_link["index"], master=br["index"], state="up")
             for r in redirects:

@@ -6,6 +6,8 @@
 set -euo pipefail
 
 tap='tap-web1'
+# fe:…: a bridge adopts the lowest MAC among its ports; the tap must never be it.
+tap_mac='fe:a4:00:12:78:66'
 bridge='br0'
 
 up() {
@@ -16,6 +18,7 @@ up() {
     if ! ip link show dev "$tap" >/dev/null 2>&1; then
         ip tuntap add dev "$tap" mode tap
     fi
+    ip link set dev "$tap" address "$tap_mac"
     ip link set dev "$tap" master "$bridge"
     ip link set dev "$tap" up
 }

@@ -1,0 +1,187 @@
+"""The runner's command-line verbs: run, status, failover, prepare, cleanup."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from colospec.runner import control
+from colospec.runner.artifacts import ArtifactError, HostArtifacts, load_host_dir
+
+# pyroute2 and qemu.qmp take a while to import: build and validate never load them.
+
+log = logging.getLogger("colospec")
+
+
+def setup_logging(verbose: bool, host: str) -> None:
+    # Under systemd, journald stamps the time itself.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s.%(msecs)03d "
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format=f"{stamp}colospec[{host}] %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    # qemu.qmp logs every message at DEBUG; only --verbose wants QMP traffic.
+    logging.getLogger("qemu.qmp").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+
+
+def _load(args: argparse.Namespace) -> HostArtifacts:
+    arts = load_host_dir(args.dir)
+    setup_logging(getattr(args, "verbose", False), arts.host)
+    return arts
+
+
+def operator_errors(fn):
+    """Known failures become one clear line and exit code 1, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(args: argparse.Namespace) -> int:
+        from colospec.runner.disks import DiskError
+        from colospec.runner.network import NetworkError
+        from colospec.runner.qemu_check import QemuCheckError
+
+        try:
+            return fn(args)
+        except (ArtifactError, DiskError, NetworkError, QemuCheckError) as exc:
+            print(f"colospec: error: {exc}", file=sys.stderr)
+            return 1
+
+    return wrapper
+
+
+@operator_errors
+def cmd_run(args: argparse.Namespace) -> int:
+    from colospec.runner.orchestrate import Runner
+
+    arts = _load(args)
+    return asyncio.run(Runner(arts, attach=args.attach).run())
+
+
+@operator_errors
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from colospec.runner.disks import prepare_disks
+    from colospec.runner.network import network_up
+
+    arts = _load(args)
+    if args.what == "disks":
+        size = prepare_disks(arts.plan["disks"])
+        log.info("disks ready: base image %d bytes", size)
+    else:
+        created = network_up(arts.plan["network"])
+        log.info("network ready (created: %s)", ", ".join(created) or "nothing")
+    return 0
+
+
+@operator_errors
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from colospec.runner.network import network_down
+
+    arts = _load(args)
+    network_down(arts.plan["network"])
+    log.info("network removed")
+    return 0
+
+
+def _offline_status(arts: HostArtifacts) -> dict[str, Any]:
+    """What can be known without a runner: the state file and whether QEMU lives."""
+    from colospec.runner.qemu_proc import QemuProcess
+
+    q = arts.plan["qemu"]
+    state = control.read_state(arts.run_dir)
+    pid = QemuProcess(q["binary"], q["pidfile"], q["qmp_socket"]).find_running()
+    return {
+        "role": state.get("role", arts.role) if pid else None,
+        "colo_mode": None,
+        "vm_status": None,
+        "qemu_pid": pid,
+        "peer": {"name": arts.plan["peer"]["name"], "reachable": None, "paths": []},
+        "last_failover": state.get("last_failover"),
+        "runner": "not running",
+    }
+
+
+@operator_errors
+def cmd_status(args: argparse.Namespace) -> int:
+    arts = load_host_dir(args.dir)
+    try:
+        status = asyncio.run(control.ask(arts.run_dir, {"cmd": "status"}, timeout=10))
+    except (OSError, ValueError, TimeoutError):
+        status = _offline_status(arts)
+    if args.json:
+        keys = ("role", "colo_mode", "vm_status", "qemu_pid", "peer", "last_failover")
+        print(json.dumps({k: status.get(k) for k in keys}, indent=2))
+        return 0
+    peer = status["peer"]
+    reach = {True: "reachable", False: "unreachable", None: "unknown"}[peer["reachable"]]
+    print(f"host:          {arts.host} ({arts.pair})")
+    print(f"role:          {status['role']}")
+    print(f"COLO mode:     {status['colo_mode']}")
+    print(f"VM status:     {status['vm_status']}")
+    print(f"QEMU pid:      {status['qemu_pid']}")
+    print(
+        f"peer:          {peer['name']} {reach} {'(' + ', '.join(peer['paths']) + ')' if peer['paths'] else ''}"
+    )
+    last = status.get("last_failover")
+    print(f"last failover: {last['time'] + ' — ' + last['reason'] if last else 'never'}")
+    if status.get("runner"):
+        print(f"runner:        {status['runner']}")
+    return 0
+
+
+@operator_errors
+def cmd_failover(args: argparse.Namespace) -> int:
+    arts = load_host_dir(args.dir)
+    request = {"cmd": "failover", "force": args.force}
+    try:
+        reply = asyncio.run(control.ask(arts.run_dir, request, timeout=60))
+    except (OSError, ValueError, TimeoutError):
+        print(f"colospec: error: no runner answers for {arts.host} "
+              f"({control.control_socket(arts.run_dir)}) — start `colospec run` first",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if not reply.get("ok"):
+        print(f"colospec: failover refused: {reply.get('error')}", file=sys.stderr)
+        return 1
+    print(f"failover done in {reply['took_ms']} ms: VM {reply['vm_status']}, "
+          f"COLO mode {reply['colo_mode']}", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def add_runner_commands(sub: argparse._SubParsersAction) -> None:
+    def host_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument("dir", metavar="DIR", help="a built host directory, OUT/<pair>/<host>")
+
+    p = sub.add_parser("run", help="bring this host up from its artifacts, watch, fail over")
+    host_dir(p)
+    p.add_argument("--attach", action="store_true",
+                   help="QEMU, disks and network come from the systemd units")  # fmt: skip
+    p.add_argument("--verbose", "-v", action="store_true", help="log QMP traffic")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="role, COLO mode, VM status, peer, last failover")
+    host_dir(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("failover", help="fail over now (planned maintenance)")
+    host_dir(p)
+    p.add_argument("--force", action="store_true",
+                   help="promote a secondary even though its primary is alive")  # fmt: skip
+    p.set_defaults(func=cmd_failover)
+
+    p = sub.add_parser("prepare", help="one preparation step (used by the systemd units)")
+    p.add_argument("what", choices=["disks", "network"])
+    host_dir(p)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("cleanup", help="remove what `prepare network` created")
+    p.add_argument("what", choices=["network"])
+    host_dir(p)
+    p.set_defaults(func=cmd_cleanup)

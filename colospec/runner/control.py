@@ -1,0 +1,77 @@
+"""The runner's control socket and state file, for `colospec status` and `failover`.
+
+state.json survives the runner (a restarted runner and `status` read it); the socket
+answers while the runner lives. Both sit in the host's run directory (mode 0700).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def control_socket(run_dir: Path) -> Path:
+    return run_dir / "runner.sock"
+
+
+def state_file(run_dir: Path) -> Path:
+    return run_dir / "state.json"
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(state_file(run_dir).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_state(run_dir: Path, state: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=run_dir)
+    with os.fdopen(fd, "w") as f:
+        json.dump(state, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, state_file(run_dir))
+
+
+async def serve_control(run_dir: Path, handler: Handler) -> asyncio.AbstractServer:
+    path = control_socket(run_dir)
+    path.unlink(missing_ok=True)
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            request = json.loads(line)
+            reply = await handler(request if isinstance(request, dict) else {})
+        except (ValueError, TimeoutError):
+            reply = {"ok": False, "error": "bad request"}
+        writer.write(json.dumps(reply).encode() + b"\n")
+        try:
+            await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(client, path=str(path))
+    os.chmod(path, 0o600)
+    return server
+
+
+async def ask(run_dir: Path, request: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+    """One request to a running runner; raises OSError if none answers."""
+    reader, writer = await asyncio.open_unix_connection(str(control_socket(run_dir)))
+    try:
+        writer.write(json.dumps(request).encode() + b"\n")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    finally:
+        writer.close()
+    if not line:
+        raise ConnectionError("the runner closed the connection")
+    return json.loads(line)

@@ -1,0 +1,164 @@
+"""Heartbeats between the two runners of a pair, over every path the plan names.
+
+Each runner sends a small JSON datagram to its peer on each path every interval, and
+at once whenever its own state changes (so "my QEMU just died" reaches the peer in
+well under a millisecond instead of after missed heartbeats). The peer counts as
+lost on a path after `missed` intervals without a datagram there.
+
+Two paths (the replication network and the LAN) let a secondary tell "the primary is
+dead" from "only the replication link is cut": only the first justifies promotion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("colospec.heartbeat")
+PROTOCOL = 1
+IP_FREEBIND = 15  # linux/in.h; Python's socket module lacks the name
+
+
+@dataclass(frozen=True)
+class HeartbeatPath:
+    name: str  # "replication" or "lan"
+    local: str  # address to bind on this host
+    peer: str  # the peer runner's address on this path
+
+
+@dataclass
+class PeerState:
+    last_seen: dict[str, float] = field(default_factory=dict)  # path -> monotonic time
+    report: dict[str, Any] = field(default_factory=dict)  # the peer's latest report
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, owner: Heartbeat, path: HeartbeatPath):
+        self.owner, self.path = owner, path
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr):
+        self.owner._received(self.path, data, addr)
+
+    def error_received(self, exc: Exception):
+        # ICMP errors for an unreachable peer: expected while it is down.
+        log.debug("%s path: %s", self.path.name, exc)
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        pair: str,
+        me: str,
+        paths: list[HeartbeatPath],
+        port: int,
+        interval_ms: int,
+        missed: int,
+        on_peer_update: Callable[[], None] | None = None,
+    ):
+        self.pair, self.me, self.paths, self.port = pair, me, paths, port
+        self.interval = interval_ms / 1000
+        self.timeout = self.interval * missed
+        self.on_peer_update = on_peer_update
+        self.peer = PeerState()
+        self.report: dict[str, Any] = {}
+        self._seq = 0
+        self._boot = os.urandom(6).hex()  # tells a restarted peer's seq 1 from a stale one
+        self._endpoints: list[_Endpoint] = []
+        self._task: asyncio.Task | None = None
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for path in self.paths:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Bind even before the address is configured (a link still coming up).
+            sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+            sock.bind((path.local, self.port))
+            _, proto = await loop.create_datagram_endpoint(
+                lambda p=path: _Endpoint(self, p), sock=sock
+            )
+            self._endpoints.append(proto)
+        self._task = asyncio.create_task(self._run(), name="heartbeat")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for ep in self._endpoints:
+            if ep.transport:
+                ep.transport.close()
+        self._endpoints.clear()
+
+    def update(self, urgent: bool = False, **fields: Any) -> None:
+        """Change what this runner reports; urgent changes go out immediately."""
+        self.report.update(fields)
+        if urgent:
+            self.send()
+
+    def send(self) -> None:
+        self._seq += 1
+        message = {
+            "v": PROTOCOL, "pair": self.pair, "from": self.me, "boot": self._boot, "seq": self._seq
+        }  # fmt: skip
+        data = json.dumps({**message, **self.report}, separators=(",", ":")).encode()
+        for ep in self._endpoints:
+            if ep.transport:
+                try:
+                    ep.transport.sendto(data, (ep.path.peer, self.port))
+                except OSError as exc:
+                    log.debug("%s path: send failed: %s", ep.path.name, exc)
+
+    def path_alive(self, name: str) -> bool:
+        seen = self.peer.last_seen.get(name)
+        return seen is not None and time.monotonic() - seen < self.timeout
+
+    def alive_paths(self) -> list[str]:
+        return [p.name for p in self.paths if self.path_alive(p.name)]
+
+    def silence(self) -> float:
+        """Seconds since the peer was last heard on any path (inf if never)."""
+        if not self.peer.last_seen:
+            return float("inf")
+        return time.monotonic() - max(self.peer.last_seen.values())
+
+    async def changed(self, timeout: float) -> None:
+        """Wait until a peer datagram arrives or timeout passes."""
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def _received(self, path: HeartbeatPath, data: bytes, addr) -> None:
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(msg, dict) or msg.get("pair") != self.pair or msg.get("from") == self.me:
+            return
+        if addr[0] != path.peer:
+            return  # only the configured peer may speak for the pair
+        self.peer.last_seen[path.name] = time.monotonic()
+        old = self.peer.report
+        if old.get("boot") == msg.get("boot") and old.get("seq", 0) >= msg.get("seq", 0):
+            return  # the same report (or an older one) arriving over the other path
+        self.peer.report = msg
+        self._changed.set()
+        if self.on_peer_update:
+            self.on_peer_update()
+
+    async def _run(self) -> None:
+        while True:
+            self.send()
+            await asyncio.sleep(self.interval)
