@@ -6,12 +6,16 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from colospec import __version__
-from colospec.compile import Checked, check_spec, render_pair
 from colospec.diagnostics import SpecError
-from colospec.schema import schema_text
-from colospec.writer import write_tree
+
+if TYPE_CHECKING:
+    from colospec.compile import Checked
+
+# The compiler (jinja2, jsonschema, yaml) loads only for the commands that compile, so
+# the runner's commands start fast.
 
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
 
@@ -22,6 +26,8 @@ def _say(message: str) -> None:
 
 def _check_all(paths: list[str], strict: bool) -> list[Checked] | None:
     """Validate every spec; print all diagnostics; None if any spec is invalid."""
+    from colospec.compile import check_spec
+
     checked, ok = [], True
     for path in paths:
         try:
@@ -56,6 +62,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from colospec.compile import render_pair
+    from colospec.writer import write_tree
+
     checked = _check_all(args.specs, args.strict)
     if checked is None:
         return EXIT_INVALID
@@ -68,6 +77,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from colospec.schema import schema_text
+
     sys.stdout.write(schema_text())
     return EXIT_OK
 

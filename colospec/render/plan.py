@@ -30,9 +30,12 @@ def plan_steps(host: Host, scripts: list[str]) -> list[dict[str, Any]]:
         _step("check-qemu", "check-qemu"),
         _step("disks", "prepare-disks"),
         _step("network", "prepare-network"),
-        _step("qemu", "start-qemu"),
-        _step("qmp", "connect-qmp"),
     ]
+    if host.role == "secondary":
+        # The secondary's redirectors dial the primary's QEMU and, refused, retry only
+        # a second later: start once the primary's QEMU listens.
+        steps.append(_step("peer-qemu", "wait-peer", step="qmp"))
+    steps += [_step("qemu", "start-qemu"), _step("qmp", "connect-qmp")]
     if host.role == "secondary":
         steps += [
             _qmp_step("nbd-export", by_name["nbd-export"]),

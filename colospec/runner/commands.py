@@ -38,18 +38,30 @@ def _load(args: argparse.Namespace) -> HostArtifacts:
     return arts
 
 
+_ERRORS = {
+    "colospec.runner.disks": "DiskError",
+    "colospec.runner.network": "NetworkError",
+    "colospec.runner.qemu_check": "QemuCheckError",
+}
+
+
+def _operator_errors() -> tuple[type[Exception], ...]:
+    # Only modules already loaded can have raised: importing pyroute2 just to name its
+    # error class would slow every command down.
+    loaded = [getattr(sys.modules[m], name) for m, name in _ERRORS.items() if m in sys.modules]
+    return (ArtifactError, *loaded)
+
+
 def operator_errors(fn):
     """Known failures become one clear line and exit code 1, never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(args: argparse.Namespace) -> int:
-        from colospec.runner.disks import DiskError
-        from colospec.runner.network import NetworkError
-        from colospec.runner.qemu_check import QemuCheckError
-
         try:
             return fn(args)
-        except (ArtifactError, DiskError, NetworkError, QemuCheckError) as exc:
+        except Exception as exc:
+            if not isinstance(exc, _operator_errors()):
+                raise
             print(f"colospec: error: {exc}", file=sys.stderr)
             return 1
 

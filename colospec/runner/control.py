@@ -25,20 +25,29 @@ def state_file(run_dir: Path) -> Path:
     return run_dir / "state.json"
 
 
-def read_state(run_dir: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(state_file(run_dir).read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=run_dir)
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomically: a reader sees the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     with os.fdopen(fd, "w") as f:
-        json.dump(state, f, indent=2, sort_keys=True)
+        json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
-    os.replace(tmp, state_file(run_dir))
+    os.replace(tmp, path)
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    return read_json(state_file(run_dir))
+
+
+def write_state(run_dir: Path, state: dict[str, Any]) -> None:
+    write_json(state_file(run_dir), state)
 
 
 async def serve_control(run_dir: Path, handler: Handler) -> asyncio.AbstractServer:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from datetime import UTC, datetime
@@ -23,15 +24,17 @@ from colospec.runner.artifacts import HostArtifacts
 from colospec.runner.decide import Action, Situation, decide
 from colospec.runner.disks import image_size, prepare_disks
 from colospec.runner.heartbeat import Heartbeat, HeartbeatPath
-from colospec.runner.network import network_down, network_up
 from colospec.runner.probe import probe_qemu
 from colospec.runner.qemu_check import check_qemu_async
 from colospec.runner.qemu_proc import QemuProcess
 from colospec.runner.sdnotify import sd_notify
+from colospec.versions import defects_for
 
 log = logging.getLogger("colospec.run")
 
 EXIT_OK, EXIT_FAILURE, EXIT_QEMU_GONE, EXIT_FENCED = 0, 1, 3, 4
+UNIT_STEPS = {"prepare-disks", "prepare-network", "start-qemu"}
+INDEPENDENT = {"check-qemu", "prepare-disks", "prepare-network"}
 QMP_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 10
 # Events after which the watch loop looks again at once instead of at its next tick.
@@ -78,14 +81,22 @@ class Runner:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()
+
+        def stop() -> None:
+            # Python 3.11's wait_for can swallow a cancel that races with its inner
+            # future; the flag makes the loops notice on their next turn regardless.
+            self.stop_requested = True
+            self.wake.set()
+            main.cancel()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, main.cancel)
+            loop.add_signal_handler(sig, stop)
         self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.run_dir.chmod(0o700)
         state = control.read_state(self.run_dir)
         server = None
         try:
-            self._report(qemu="starting")
+            self._report(qemu="starting", image_size=None)
             await self.heartbeat.start()
             server = await control.serve_control(self.run_dir, self._control)
             adopted = await self._adopt_or_prepare(state)
@@ -177,28 +188,50 @@ class Runner:
             # Tell the peer at once, so a stopped primary is taken over immediately.
             self._report(urgent=True, qemu="dead")
         if self.owns_qemu and self.created_links is not None:
-            await asyncio.to_thread(network_down, self.plan["network"], self.created_links)
+            await asyncio.to_thread(
+                _network, "network_down", self.plan["network"], self.created_links
+            )
             log.info("network: removed %s", ", ".join(self.created_links) or "nothing")
 
     # ----- bring-up steps --------------------------------------------------------------
 
     async def _run_steps(self) -> None:
-        for step in self.plan["steps"]:
-            if step["id"] in self.done or step["kind"] == "watch":
-                continue
-            if self.attach and step["kind"] in ("prepare-disks", "prepare-network", "start-qemu"):
-                continue  # done by the systemd units
-            t0 = time.monotonic()
-            detail = await getattr(self, "_step_" + step["kind"].replace("-", "_"))(step)
-            log.info("step %s: %s (%.0f ms)", step["id"], detail or "done", _ms(t0))
-            self.done.append(step["id"])
-            self._report(done=self.done)
+        todo = [
+            s for s in self.plan["steps"]
+            if s["id"] not in self.done and s["kind"] != "watch"
+            and not (self.attach and s["kind"] in UNIT_STEPS)  # the systemd units did those
+        ]  # fmt: skip
+        while todo:
+            # Consecutive preparation steps touch different things: run them together.
+            batch = [todo.pop(0)]
+            while batch[0]["kind"] in INDEPENDENT and todo and todo[0]["kind"] in INDEPENDENT:
+                batch.append(todo.pop(0))
+            await asyncio.gather(*(self._run_step(step) for step in batch))
+
+    async def _run_step(self, step: dict) -> None:
+        t0 = time.monotonic()
+        detail = await getattr(self, "_step_" + step["kind"].replace("-", "_"))(step)
+        log.info("step %s: %s (%.0f ms)", step["id"], detail or "done", _ms(t0))
+        self.done.append(step["id"])
+        # At once: the peer may be waiting for exactly this step.
+        self._report(urgent=True, done=self.done)
 
     async def _step_check_qemu(self, step: dict) -> str:
-        facts = await check_qemu_async(self.plan["qemu"])
-        for defect in facts.defects:
+        q = self.plan["qemu"]
+        cache = self.run_dir / "qemu-check.json"
+        st = os.stat(q["binary"]) if os.path.exists(q["binary"]) else None
+        # The same binary (inode, size, mtime) against the same requirements passed before.
+        key = [q["binary"], st and [st.st_ino, st.st_size, st.st_mtime_ns], q["requires"]]
+        cached = control.read_json(cache)
+        if cached.get("key") == key:
+            version, how = cached["version"], "checked before"
+        else:
+            facts = await check_qemu_async(q)
+            version, how = facts.version, "has what the plan uses"
+            control.write_json(cache, {"key": key, "version": version})
+        for defect in defects_for(version, q["accel"]):
             log.warning("known QEMU defect %s: %s — %s", defect.id, defect.summary, defect.fix)
-        return f"{facts.binary} {facts.version} has what the plan uses"
+        return f"{q['binary']} {version} {how}"
 
     async def _step_prepare_disks(self, step: dict) -> str:
         self.image_size = await asyncio.to_thread(prepare_disks, self.plan["disks"])
@@ -207,8 +240,7 @@ class Runner:
         return f"base image {self.image_size} bytes{made}"
 
     async def _step_prepare_network(self, step: dict) -> str:
-        # pyroute2's synchronous API runs its own event loop: keep it off ours.
-        self.created_links = await asyncio.to_thread(network_up, self.plan["network"])
+        self.created_links = await asyncio.to_thread(_network, "network_up", self.plan["network"])
         net = self.plan["network"]
         return f"{net['tap']} on {net['bridge']} (created: {', '.join(self.created_links) or '-'})"
 
@@ -222,7 +254,7 @@ class Runner:
         if self.image_size is None:
             self.image_size = image_size(self.plan["disks"]["base"]["path"])
         status = (await self._execute("query-status"))["status"]
-        self._report(qemu="running", image_size=self.image_size)
+        self._report(urgent=True, qemu="running", image_size=self.image_size)
         return f"QEMU {status}"
 
     async def _step_qmp(self, step: dict) -> str:
@@ -240,6 +272,8 @@ class Runner:
                 log.info("still waiting for %s to finish %s", self.plan["peer"]["name"], want)
                 waited = time.monotonic()
             await self.heartbeat.changed(1.0)
+        if self.image_size is None:
+            self.image_size = image_size(self.plan["disks"]["base"]["path"])
         peer_size = self.heartbeat.peer.report.get("image_size")
         if peer_size != self.image_size:
             raise RunError(
@@ -256,7 +290,7 @@ class Runner:
             # A connected socket chardev's filename reads "tcp:A:P,server=on <-> B:Q".
             if all("<->" in devs.get(label, "") for label in wanted):
                 return f"{', '.join(sorted(wanted))} connected"
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
 
     async def _step_wait_colo(self, step: dict) -> str:
         while True:
@@ -264,12 +298,14 @@ class Runner:
             mode = (await self._execute("query-colo-status"))["mode"]
             if mode == step["mode"]:
                 self.colo_active = True
-                self._report(colo=mode)
+                self._report(urgent=True, colo=mode)
                 return f"COLO mode {mode}"
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.01)
 
     async def _check_own_qemu(self) -> None:
-        if not self.qemu.alive:
+        if self.stop_requested:
+            raise asyncio.CancelledError
+        if self.qemu.pid is not None and not self.qemu.alive:
             self._report(urgent=True, qemu="dead")
             raise RunError(f"QEMU exited ({self.qemu.exit_status()}) during bring-up")
 
@@ -285,7 +321,7 @@ class Runner:
             except ConnectError as exc:
                 if not self.qemu.alive or time.monotonic() > deadline:
                     raise RunError(f"cannot reach QEMU's QMP socket {sock}: {exc}") from None
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.005)
         self.events = EventListener()
         self.qmp.register_listener(self.events)
         self._events_task = asyncio.create_task(self._read_events(), name="qmp-events")
@@ -305,6 +341,7 @@ class Runner:
 
     colo_exit_seen = False
     checkpoints = 0
+    stop_requested = False
 
     async def _execute(self, name: str, arguments: dict | None = None, timeout: float = 30):
         t0 = time.monotonic()
@@ -324,6 +361,8 @@ class Runner:
         log.info("watching: %s, COLO %s", self.role, "on" if self.colo_active else "off (alone)")
         started = time.monotonic()
         while True:
+            if self.stop_requested:
+                raise asyncio.CancelledError
             # A late datagram or two is normal; longer silence (or a broken COLO stream)
             # asks the peer's QEMU directly.
             if self.heartbeat.silence() > 1.5 * self.interval or self.colo_exit_seen:
@@ -493,6 +532,14 @@ class Runner:
             "last_failover": control.read_state(self.run_dir).get("last_failover"),
             "checkpoints": self.checkpoints,
         }
+
+
+def _network(action: str, *args: Any) -> Any:
+    # pyroute2 takes a tenth of a second to import; this runs in a worker thread, in
+    # parallel with the other preparation steps, and its sync API keeps off our loop.
+    from colospec.runner import network
+
+    return getattr(network, action)(*args)
 
 
 def _ms(t0: float) -> float:
