@@ -25,6 +25,21 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
+def _write_files(root: Path, files: dict[str, Artifact]) -> None:
+    made: set[str] = set()
+    for rel, art in files.items():
+        parent = os.path.dirname(rel)
+        if parent and parent not in made:
+            os.makedirs(root / parent, exist_ok=True)
+            made.add(parent)
+        fd = os.open(root / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL, art.mode)
+        try:
+            os.write(fd, art.text.encode())
+            os.fchmod(fd, art.mode)  # exactly the mode asked for, whatever the umask
+        finally:
+            os.close(fd)
+
+
 def write_tree(target: Path, files: dict[str, Artifact]) -> None:
     """Write files into a temporary sibling of target, then swap it into place.
 
@@ -35,11 +50,7 @@ def write_tree(target: Path, files: dict[str, Artifact]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.colospec-", dir=target.parent))
     try:
-        for rel, art in files.items():
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(art.text, encoding="utf-8")
-            path.chmod(art.mode)
+        _write_files(tmp, files)
         tmp.chmod(0o755)
         if target.exists() and _exchange(tmp, target):
             shutil.rmtree(tmp)  # now holds the previous output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import jsonschema
@@ -104,14 +105,15 @@ def test_failed_write_keeps_previous_output(tmp_path, monkeypatch):
     class Boom(Exception):
         pass
 
-    real_chmod = type(target).chmod
+    real_fchmod, calls = os.fchmod, []
 
-    def failing_chmod(self, mode):
-        if self.name == "b.txt":
+    def failing_fchmod(fd, mode):
+        calls.append(fd)
+        if len(calls) == 2:  # the second file of the new output
             raise Boom
-        return real_chmod(self, mode)
+        return real_fchmod(fd, mode)
 
-    monkeypatch.setattr(type(target), "chmod", failing_chmod)
+    monkeypatch.setattr(writer.os, "fchmod", failing_fchmod)
     try:
         writer.write_tree(target, {"a.txt": Artifact("new\n"), "b.txt": Artifact("x")})
     except Boom:

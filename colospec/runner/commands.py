@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
-import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from colospec.runner import control
-from colospec.runner.artifacts import ArtifactError, HostArtifacts, load_host_dir
+if TYPE_CHECKING:
+    from colospec.runner.artifacts import HostArtifacts
 
-# pyroute2 and qemu.qmp take a while to import: build and validate never load them.
+# Parsing the command line must stay cheap for `colospec build`: asyncio, qemu.qmp and
+# pyroute2 load only inside the runner's own commands.
 
 log = logging.getLogger("colospec")
 
@@ -33,6 +32,8 @@ def setup_logging(verbose: bool, host: str) -> None:
 
 
 def _load(args: argparse.Namespace) -> HostArtifacts:
+    from colospec.runner.artifacts import load_host_dir
+
     arts = load_host_dir(args.dir)
     setup_logging(getattr(args, "verbose", False), arts.host)
     return arts
@@ -48,6 +49,8 @@ _ERRORS = {
 def _operator_errors() -> tuple[type[Exception], ...]:
     # Only modules already loaded can have raised: importing pyroute2 just to name its
     # error class would slow every command down.
+    from colospec.runner.artifacts import ArtifactError
+
     loaded = [getattr(sys.modules[m], name) for m, name in _ERRORS.items() if m in sys.modules]
     return (ArtifactError, *loaded)
 
@@ -70,6 +73,8 @@ def operator_errors(fn):
 
 @operator_errors
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from colospec.runner.orchestrate import Runner
 
     arts = _load(args)
@@ -103,6 +108,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 def _offline_status(arts: HostArtifacts) -> dict[str, Any]:
     """What can be known without a runner: the state file and whether QEMU lives."""
+    from colospec.runner import control
     from colospec.runner.qemu_proc import QemuProcess
 
     q = arts.plan["qemu"]
@@ -121,6 +127,12 @@ def _offline_status(arts: HostArtifacts) -> dict[str, Any]:
 
 @operator_errors
 def cmd_status(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from colospec.runner import control
+    from colospec.runner.artifacts import load_host_dir
+
     arts = load_host_dir(args.dir)
     try:
         status = asyncio.run(control.ask(arts.run_dir, {"cmd": "status"}, timeout=10))
@@ -149,6 +161,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 @operator_errors
 def cmd_failover(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from colospec.runner import control
+    from colospec.runner.artifacts import load_host_dir
+
     arts = load_host_dir(args.dir)
     request = {"cmd": "failover", "force": args.force}
     try:
