@@ -15,6 +15,15 @@ from colospec.render.qemu_argv import render_qemu_args_file, render_qemu_argv
 from colospec.render.qmp import render_qmp_scripts
 from colospec.render.systemd import render_units
 from colospec.render.tc import render_tc_script
+from colospec.render.vmft_argv import render_vmft_args_file, render_vmft_argv
+from colospec.render.vmft_build import (
+    paxos_members,
+    render_build_dir,
+    render_vmft_tc_script,
+    render_witness,
+)
+from colospec.render.vmft_plan import ENV_FILE, render_vmft_plan
+from colospec.render.vmft_qmp import render_vmft_qmp_scripts
 from colospec.rules import check_rules
 from colospec.schema import apply_defaults, validate_schema
 
@@ -56,7 +65,7 @@ def check_spec(path: str | Path, *, strict: bool = False) -> Checked:
 def _lint_argvs(pair: Pair, spec: LoadedSpec) -> list[Diagnostic]:
     out: set[Diagnostic] = set()
     for host in pair.hosts:
-        argv = render_qemu_argv(pair, host)
+        argv = qemu_argv(pair, host)
         first_extra = len(argv) - len(pair.qemu.extra_args)
         for p in lint_qemu_argv(argv, first_extra):
             if p.index < first_extra:
@@ -73,8 +82,17 @@ def _json(data) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
+def qemu_argv(pair: Pair, host: Host) -> list[str]:
+    """The host's QEMU command line in its flavour's layout."""
+    if pair.flavor == "vm-ft":
+        return render_vmft_argv(pair, host)
+    return render_qemu_argv(pair, host)
+
+
 def render_host(pair: Pair, host: Host) -> dict[str, Artifact]:
     """Every artifact of one host, keyed by path relative to OUT/<pair>/<host>/."""
+    if pair.flavor == "vm-ft":
+        return _render_vmft_host(pair, host)
     argv = render_qemu_argv(pair, host)
     scripts = render_qmp_scripts(pair, host)
     files = {
@@ -87,10 +105,34 @@ def render_host(pair: Pair, host: Host) -> dict[str, Artifact]:
     return dict(sorted(files.items()))
 
 
+def _render_vmft_host(pair: Pair, host: Host) -> dict[str, Artifact]:
+    argv = render_vmft_argv(pair, host)
+    scripts = render_vmft_qmp_scripts(pair, host)
+    member = next(m for m in paxos_members(pair) if m.name == host.name)
+    files = {
+        "qemu.args": Artifact(render_vmft_args_file(argv)),
+        "tc.sh": Artifact(render_vmft_tc_script(pair, host), 0o755),
+        "plan.json": Artifact(_json(render_vmft_plan(pair, host, scripts))),
+    }
+    files |= {name: Artifact(_json(cmds)) for name, cmds in scripts.items()}
+    files |= {
+        name: Artifact(text) for name, text in render_units(pair, host, argv, ENV_FILE).items()
+    }
+    files |= {name: _text(name, text) for name, text in render_build_dir(pair, member).items()}
+    return dict(sorted(files.items()))
+
+
+def _text(name: str, text: str) -> Artifact:
+    return Artifact(text, 0o755 if name.endswith(".sh") else 0o644)
+
+
 def render_pair(pair: Pair) -> dict[str, Artifact]:
     """Every artifact of the pair, keyed by path relative to OUT/<pair>/."""
-    return {
+    files = {
         f"{host.name}/{name}": art
         for host in pair.hosts
         for name, art in render_host(pair, host).items()
     }
+    if pair.flavor == "vm-ft":  # the witness, if any: only its RDMA-Paxos build
+        files |= {rel: _text(rel, text) for rel, text in render_witness(pair).items()}
+    return files

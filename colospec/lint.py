@@ -111,6 +111,9 @@ def lint_qemu_argv(argv: list[str], first_extra: int) -> list[ArgProblem]:
                 quorum_ids.add(opts["id"])
             if opts.get("driver") == "replication" and opts.get("mode") == "secondary":
                 top_ids.append((at, opts.get("top-id", "")))
+                if opts.get("if", "ide") != "none" and "id" in opts:
+                    # the guest's drive itself (the vm-ft layout): it is its own top
+                    quorum_ids.add(opts["id"])
     if taps_with_hdr:
         for index, opts in hdr_objects:
             if opts.get("vnet_hdr_support") != "on":
@@ -127,7 +130,7 @@ def lint_qemu_argv(argv: list[str], first_extra: int) -> list[ArgProblem]:
                 ArgProblem(
                     index,
                     f"replication top-id '{top}' is not the quorum's id",
-                    "top-id must name the quorum drive the guest uses",
+                    "top-id must name the drive the guest uses: the quorum over it, or itself",
                 )
             )
     return sorted(problems, key=lambda p: p.index)

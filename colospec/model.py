@@ -82,8 +82,8 @@ class Host:
 class Ports:
     migration: int
     nbd: int
-    mirror: int
-    compare: int
+    mirror: int | None  # colo only
+    compare: int | None  # colo only
     heartbeat: int
 
 
@@ -107,6 +107,33 @@ class Runtime:
 
 
 @dataclass(frozen=True)
+class Witness:
+    """A third Paxos member that runs only RDMA-Paxos (vm-ft)."""
+
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class VmFt:
+    """The vm-ft/PLOVER layout's settings (flavor vm-ft)."""
+
+    root: str  # VMFT_ROOT
+    ifb_count: int  # numifbs
+    tap_up: str
+    tap_down: str
+    mirror_socket: str
+    redirector_socket: str
+    witness: Witness | None
+
+    def ifb_for(self, tap: str) -> str | None:
+        """The ifb the vm-ft QEMU buffers a tap's output on: "ifb" + the tap's name from its
+        first digit on (migration/output-buffer.c), or None for a tap without a digit."""
+        digits = [i for i, c in enumerate(tap) if c.isdigit()]
+        return f"ifb{tap[digits[0] :]}" if digits else None
+
+
+@dataclass(frozen=True)
 class Pair:
     name: str
     flavor: Literal["colo", "vm-ft"]
@@ -118,6 +145,7 @@ class Pair:
     failover: Failover
     runtime: Runtime
     spec_sha256: str
+    vmft: VmFt | None = None
 
     @property
     def hosts(self) -> tuple[Host, Host]:
@@ -162,6 +190,9 @@ class HostLayout:
         return f"{self.run_dir}/{chardev_id}.sock"
 
     def _scratch(self, what: str) -> str:
+        if self.pair.flavor == "vm-ft":
+            # The vm-ft guide's names: one vm-ft pair per scratch_dir.
+            return f"{self.host.scratch_dir.rstrip('/')}/{what}_disk.img"
         return f"{self.host.scratch_dir.rstrip('/')}/{self.pair.name}-{what}.qcow2"
 
     @property
@@ -205,6 +236,7 @@ def build_pair(data: dict[str, Any], spec_sha256: str) -> Pair:
             lan_address=h.get("lan_address"),
         )
 
+    ports = rep["ports"]
     return Pair(
         name=data["name"],
         flavor=data["flavor"],
@@ -225,9 +257,31 @@ def build_pair(data: dict[str, Any], spec_sha256: str) -> Pair:
         primary=host("primary"),
         secondary=host("secondary"),
         replication=Replication(
-            rep["checkpoint_delay_ms"], rep["compare_timeout_ms"], Ports(**rep["ports"])
+            rep["checkpoint_delay_ms"],
+            rep["compare_timeout_ms"],
+            Ports(
+                ports["migration"],
+                ports["nbd"],
+                ports.get("mirror"),
+                ports.get("compare"),
+                ports["heartbeat"],
+            ),
         ),
         failover=Failover(**data["failover"]),
         runtime=Runtime(**data["runtime"]),
         spec_sha256=spec_sha256,
+        vmft=_vmft(data["vmft"]) if "vmft" in data else None,
+    )
+
+
+def _vmft(v: dict[str, Any]) -> VmFt:
+    witness = v.get("witness")
+    return VmFt(
+        root=v["root"],
+        ifb_count=v["ifb"]["count"],
+        tap_up=v["tap_scripts"]["up"],
+        tap_down=v["tap_scripts"]["down"],
+        mirror_socket=v["sockets"]["mirror"],
+        redirector_socket=v["sockets"]["redirector"],
+        witness=Witness(witness["name"], witness["address"]) if witness else None,
     )

@@ -40,28 +40,26 @@ def hosts_differ(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
         )
 
 
+def unusable_address(text: str) -> tuple[str, str] | None:
+    """(problem, fix) when text cannot be one host's IPv4 address, else None."""
+    try:
+        addr = ipaddress.IPv4Address(text)
+    except ValueError:
+        return f"'{text}' is not an IPv4 address", "write four numbers 0–255 such as 10.22.1.2"
+    if addr.is_unspecified or addr.is_multicast or text == "255.255.255.255":
+        return (
+            f"{text} cannot be one host's address",
+            "use the host's own unicast address on the replication network",
+        )
+    return None
+
+
 @rule
 def addresses_usable(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     for role, key in [(r, k) for r in ROLES for k in ("address", "lan_address")]:
-        path = ("hosts", role, key)
         text = getattr(getattr(pair, role), key)
-        if text is None:
-            continue
-        try:
-            addr = ipaddress.IPv4Address(text)
-        except ValueError:
-            yield spec.diagnostic(
-                path,
-                f"'{text}' is not an IPv4 address",
-                "write four numbers 0–255 such as 10.22.1.2",
-            )
-            continue
-        if addr.is_unspecified or addr.is_multicast or text == "255.255.255.255":
-            yield spec.diagnostic(
-                path,
-                f"{text} cannot be one host's address",
-                "use the host's own unicast address on the replication network",
-            )
+        if text is not None and (problem := unusable_address(text)):
+            yield spec.diagnostic(("hosts", role, key), *problem)
 
 
 @rule
@@ -98,6 +96,8 @@ def ports_distinct(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     ports = pair.replication.ports
     for channel in ("migration", "nbd", "mirror", "compare", "heartbeat"):
         port = getattr(ports, channel)
+        if port is None:  # a colo-only channel in a vm-ft spec
+            continue
         if port in seen:
             yield spec.diagnostic(
                 ("replication", "ports", channel),
@@ -198,16 +198,6 @@ def qemu_version_known(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
 
 
 @rule
-def flavor_implemented(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
-    if pair.flavor != "colo":
-        yield spec.diagnostic(
-            ("flavor",),
-            f"flavor {pair.flavor} is not implemented in this colospec yet",
-            "use flavor: colo",
-        )
-
-
-@rule
 def vnc_on_loopback(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     vnc = pair.vm.vnc
     if not vnc:
@@ -249,3 +239,7 @@ def scratch_not_image(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
                 f"{host.image} would be overwritten as an active/hidden disk",
                 "keep the base image outside scratch_dir or rename it",
             )
+
+
+# The vm-ft flavour's rules register themselves with @rule.
+from colospec import rules_vmft  # noqa: E402, F401

@@ -49,6 +49,14 @@ def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _schema_at(path: PathT) -> dict[str, Any]:
+    """The schema's own definition of the node at path ({} where it has none)."""
+    node = _resolve(pair_schema())
+    for part in path:
+        node = _resolve(node.get("properties", {}).get(part, {}))
+    return node
+
+
 def validate_schema(spec: LoadedSpec) -> list[Diagnostic]:
     """Every schema violation, as positioned diagnostics."""
     validator = jsonschema.Draft202012Validator(pair_schema())
@@ -78,9 +86,12 @@ def _diagnose(spec: LoadedSpec, error: jsonschema.ValidationError) -> list[Diagn
         return diags
     if kind == "required":
         diags = []
+        # A conditional ("if"/"then") requirement's schema has no properties: describe the
+        # key from where the schema defines it.
+        props = schema.get("properties") or _schema_at(path).get("properties", {})
         for key in error.validator_value:
             if isinstance(value, dict) and key not in value:
-                sub = _resolve(schema.get("properties", {}).get(key, {}))
+                sub = _resolve(props.get(key, {}))
                 what = sub.get("description", "")
                 fix = f"add '{key}:'" + (f" ({what})" if what else "")
                 diags.append(spec.diagnostic(path, f"missing required key '{key}'", fix, key=True))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from colospec.compile import check_spec
+from colospec.compile import check_spec, qemu_argv
 from colospec.lint import lint_qemu_argv
-from colospec.render.qemu_argv import render_qemu_argv
 
 from conftest import ALL_VALID
 
@@ -32,6 +31,18 @@ def test_good_argv_passes():
 def test_top_id_must_name_the_quorum():
     argv = [a.replace("top-id=colo-disk0", "top-id=disk9") for a in GOOD_SECONDARY]
     assert problems(argv) == ["replication top-id 'disk9' is not the quorum's id"]
+
+
+def test_a_replication_drive_the_guest_uses_is_its_own_top():
+    """The vm-ft layout: no quorum on the secondary; the replication drive is the guest's."""
+    argv = [
+        "qemu",
+        "-drive",
+        "if=virtio,id=active0,driver=replication,mode=secondary,top-id=active0",
+    ]
+    assert problems(argv) == []
+    hidden = [a.replace("if=virtio", "if=none") for a in argv]
+    assert problems(hidden) == ["replication top-id 'active0' is not the quorum's id"]
 
 
 def test_vhost_on_is_caught():
@@ -68,5 +79,5 @@ def test_owned_options_only_matter_in_extra_args():
 def test_every_rendered_argv_is_clean(spec):
     pair = check_spec(spec).pair
     for host in pair.hosts:
-        argv = render_qemu_argv(pair, host)
+        argv = qemu_argv(pair, host)
         assert lint_qemu_argv(argv, len(argv) - len(pair.qemu.extra_args)) == []

@@ -14,7 +14,10 @@ from colospec.model import Host, Pair
 from colospec.render.text import render_template
 
 
-def render_units(pair: Pair, host: Host, qemu_argv: list[str]) -> dict[str, str]:
+def render_units(
+    pair: Pair, host: Host, qemu_argv: list[str], qemu_env_file: str | None = None
+) -> dict[str, str]:
+    """qemu_env_file: relative to the host directory; QEMU's environment comes from it."""
     lay = pair.layout(host)
     colospec = pair.runtime.colospec
     ctx = {
@@ -29,6 +32,7 @@ def render_units(pair: Pair, host: Host, qemu_argv: list[str]) -> dict[str, str]
         "network_down_argv": [colospec, "cleanup", "network", lay.installed_dir],
         "runner_argv": [colospec, "run", "--attach", lay.installed_dir],
         "run_dir_rel": lay.run_dir.removeprefix("/run/"),
+        "qemu_env_file": f"{lay.installed_dir}/{qemu_env_file}" if qemu_env_file else None,
     }
     return {
         f"systemd/{lay.unit()}": render_template("systemd/pair.target.j2", **ctx),

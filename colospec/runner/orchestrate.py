@@ -108,8 +108,9 @@ class Runner:
             log.info("stopping: signal received")
             await self._shutdown()
             return EXIT_OK
-        except RunError as exc:
+        except Exception as exc:  # RunError, or a disk/network/QEMU check that failed
             log.error("%s", exc)
+            log.debug("details", exc_info=True)
             await self._shutdown()
             return EXIT_FAILURE
         finally:
@@ -245,7 +246,13 @@ class Runner:
         return f"{net['tap']} on {net['bridge']} (created: {', '.join(self.created_links) or '-'})"
 
     async def _step_start_qemu(self, step: dict) -> str:
-        pid = self.qemu.start(self.arts.qemu_argv)
+        env = None
+        if self.plan["qemu"].get("env_file"):  # e.g. vm-ft's RDMA-Paxos settings
+            env = {
+                **os.environ,
+                **read_env_file(self.arts.directory / self.plan["qemu"]["env_file"]),
+            }
+        pid = self.qemu.start(self.arts.qemu_argv, env=env)
         return f"pid {pid}"
 
     async def _step_connect_qmp(self, step: dict) -> str:
@@ -260,7 +267,11 @@ class Runner:
     async def _step_qmp(self, step: dict) -> str:
         commands = self.arts.script(step["script"])
         for command in commands:
-            await self._execute(command["execute"], command.get("arguments"))
+            result = await self._execute(command["execute"], command.get("arguments"))
+            if command["execute"] == "human-monitor-command" and result.strip() not in ("", "OK"):
+                # HMP reports failures as text in a successful QMP reply.
+                raise RunError(f"{step['script']}: HMP {command['arguments']['command-line']!r}"
+                               f" failed: {result.strip()}")  # fmt: skip
         return f"{step['script']}: {len(commands)} commands"
 
     async def _step_wait_peer(self, step: dict) -> str:
@@ -532,6 +543,17 @@ class Runner:
             "last_failover": control.read_state(self.run_dir).get("last_failover"),
             "checkpoints": self.checkpoints,
         }
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines, as systemd's EnvironmentFile= reads them (no shell expansion)."""
+    env = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";")) and "=" in line:
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip().strip('"')
+    return env
 
 
 def _network(action: str, *args: Any) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 from qemu.qmp import QMPClient, QMPError
 
+from colospec.runner.elf import ElfError, links
 from colospec.versions import Defect, defects_for, parse_version
 
 TIMEOUT_S = 30.0
@@ -49,6 +50,27 @@ def _version(binary: str, timeout: float) -> str:
         return ".".join(m.groups())
     said = (run.stdout + run.stderr).strip().partition("\n")[0] or "nothing"
     raise QemuCheckError(f"'{binary}' is not QEMU: --version printed {said!r}: {fix}")
+
+
+# Whose build links a library the plan requires (plan.json qemu.requires.links).
+_BUILDS = {"libinterpose": "the vm-ft build"}
+
+
+def _check_links(qemu: dict[str, Any]) -> None:
+    """Every library in requires.links is among the binary's DT_NEEDED entries."""
+    binary = qemu["binary"]
+    for library in qemu.get("requires", {}).get("links", []):
+        try:
+            linked = links(binary, library)
+        except (OSError, ElfError) as e:
+            raise QemuCheckError(f"cannot read which libraries '{binary}' links: {e}") from None
+        if not linked:
+            script = qemu.get("build_script")
+            how = f"build it with OUT/{script}" if script else "build it"
+            raise QemuCheckError(
+                f"this QEMU ('{binary}') is not {_BUILDS.get(library, 'the build the plan needs')} "
+                f"(it does not link {library}) — {how} and point qemu.binary at the result"
+            )
 
 
 async def _probe(binary: str, timeout: float, tmp_root: str | None) -> list[Any]:
@@ -113,6 +135,7 @@ async def check_qemu_async(
     """Check plan.json's "qemu" object against the real binary; QemuCheckError if unfit."""
     start, binary, want = time.monotonic(), qemu["binary"], qemu["version"]
     have = await asyncio.to_thread(_version, binary, timeout)
+    await asyncio.to_thread(_check_links, qemu)
     (w_major, w_minor, w_micro), (major, minor, micro) = parse_version(want), parse_version(have)
     if (w_major, w_minor) != (major, minor) or w_micro not in (None, micro):
         raise QemuCheckError(

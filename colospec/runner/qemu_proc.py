@@ -53,10 +53,10 @@ class QemuProcess:
             return pid
         return None
 
-    def start(self, argv: list[str]) -> int:
+    def start(self, argv: list[str], env: dict[str, str] | None = None) -> int:
         try:
             self._popen = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True
+                argv, stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True, env=env
             )
         except OSError as exc:
             raise QemuProcessError(f"cannot start {argv[0]}: {exc.strerror}") from None

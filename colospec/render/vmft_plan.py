@@ -1,0 +1,117 @@
+"""plan.json of a vm-ft host: the colo flavour's step kinds, in the vm-ft guide's order.
+
+The runner executes it like a colo plan. What differs is in the data: the network gets the
+guide's ingress redirect to the tap's ifb, and the QEMU must be the vm-ft build (it links
+libinterpose, RDMA-Paxos's library) and have every command the scripts use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from colospec import __version__
+from colospec.model import Host, Pair
+from colospec.render.plan import PLAN_FORMAT, _qmp_step, _step, heartbeat_paths, tap_mac
+from colospec.versions import defects_for
+
+# Commands the runner itself sends, beyond the scripts' (qemu_check has query-qmp-schema).
+RUNNER_COMMANDS = ("query-colo-status", "query-status")
+BUILD_SCRIPT = "build/build.sh"
+ENV_FILE = "build/rdma-paxos.env"
+
+
+def vmft_steps(host: Host) -> list[dict[str, Any]]:
+    steps = [
+        _step("check-qemu", "check-qemu"),
+        _step("disks", "prepare-disks"),
+        _step("network", "prepare-network"),
+        _step("qemu", "start-qemu"),
+        _step("qmp", "connect-qmp"),
+    ]
+    if host.role == "secondary":
+        steps += [
+            _qmp_step("nbd-export", "qmp/10-nbd-export.json"),
+            _step("colo", "wait-colo", mode="secondary"),
+        ]
+    else:
+        # No wait-chardevs: the secondary's redirectors connect to its own RDMA-Paxos
+        # (QEMU does not start unless they do), not to this QEMU.
+        steps += [
+            _qmp_step("liveness-beacon", "qmp/05-liveness-beacon.json"),
+            _step("peer-nbd-export", "wait-peer", step="nbd-export"),
+            _qmp_step("replication-child", "qmp/10-replication-child.json"),
+            _qmp_step("start-colo", "qmp/20-start-colo.json"),
+            _step("colo", "wait-colo", mode="primary"),
+        ]
+    return [*steps, _step("watch", "watch")]
+
+
+def render_vmft_plan(
+    pair: Pair, host: Host, scripts: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    vmft = pair.vmft
+    assert vmft is not None, "validated before rendering"
+    lay, peer, ports = pair.layout(host), pair.peer_of(host), pair.replication.ports
+    scratch = (
+        {"active": lay.active_disk, "hidden": lay.hidden_disk} if host.role == "secondary" else None
+    )
+    commands = {c["execute"] for cmds in scripts.values() for c in cmds} | set(RUNNER_COMMANDS)
+    return {
+        "format": PLAN_FORMAT,
+        "generator": f"colospec {__version__}",
+        "spec_sha256": pair.spec_sha256,
+        "pair": pair.name,
+        "flavor": pair.flavor,
+        "host": {"name": host.name, "role": host.role, "address": host.address},
+        "peer": {"name": peer.name, "role": peer.role, "address": peer.address},
+        "qemu": {
+            "binary": pair.qemu.binary,
+            "version": pair.qemu.version,
+            "accel": pair.vm.accel,
+            "args_file": "qemu.args",
+            "run_dir": lay.run_dir,
+            "qmp_socket": lay.qmp_socket,
+            "pidfile": lay.pidfile,
+            # RDMA-Paxos's group membership, which QEMU must find in its environment
+            # (the qemu unit loads it; `colospec run` passes on its own environment).
+            "env_file": ENV_FILE,
+            "build_script": f"{pair.name}/{host.name}/{BUILD_SCRIPT}",
+            "requires": {
+                "commands": sorted(commands),
+                "qom_types": ["filter-redirector"],
+                "migration_capabilities": ["x-colo"],
+                "block_drivers": ["nbd", "qcow2", "quorum", "replication"],
+                "links": ["libinterpose"],
+            },
+            "known_defects": [d.id for d in defects_for(pair.qemu.version, pair.vm.accel)],
+        },
+        "disks": {
+            "base": {"path": host.image, "format": pair.vm.disk.format},
+            "scratch": scratch,
+        },
+        "network": {
+            "tap": host.tap,
+            "tap_mac": tap_mac(pair.vm.nic.mac),
+            "bridge": host.bridge,
+            "script": "tc.sh",
+            "ingress_redirect": [{"from": host.tap, "to": vmft.ifb_for(host.tap)}],
+        },
+        "heartbeat": {
+            "port": ports.heartbeat,
+            "paths": heartbeat_paths(host, peer),
+            "interval_ms": pair.failover.heartbeat_interval_ms,
+            "missed": pair.failover.missed_heartbeats,
+            # The peer QEMU's NBD server: answers while that QEMU lives.
+            "peer_qemu_probe": {"address": peer.address, "port": ports.nbd},
+        },
+        "steps": vmft_steps(host),
+        "failover": {
+            "as_primary": {"script": "qmp/90-failover-as-primary.json", "on_error": "continue"},
+            "as_secondary": {"script": "qmp/91-failover-as-secondary.json", "on_error": "continue"},
+        },
+        "units": {
+            "target": lay.unit(),
+            "qemu": lay.unit("qemu"),
+            "runner": lay.unit("runner"),
+        },
+    }
