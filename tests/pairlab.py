@@ -82,8 +82,30 @@ else:
 """
 
 
+GUEST_IP = "10.66.0.50"
+
+
+def tcg_qemu() -> str:
+    """The QEMU 7.2 with the COLO-under-TCG fix (tests/qemu-tcg), built once and cached."""
+    script = ROOT / "tests/qemu-tcg/build-qemu.sh"
+    done = subprocess.run([str(script)], stdout=subprocess.PIPE, text=True, check=True,
+                          timeout=3600)  # fmt: skip
+    return done.stdout.strip().splitlines()[-1]
+
+
 class PairLab:
-    def __init__(self, *, checkpoint_delay_ms: int = 500, image_mib: int = 64):
+    def __init__(
+        self,
+        *,
+        checkpoint_delay_ms: int = 500,
+        image_mib: int = 64,
+        guest: bool = False,
+        failover: dict[str, int] | None = None,
+    ):
+        """guest=False: firmware-only VMs under KVM with stock QEMU. guest=True: the Linux
+        test guest (tests/guest) under TCG on the fixed QEMU, serving at GUEST_IP."""
+        self.guest = guest
+        self.failover = failover
         self.name = unique_name("lab")
         self.tmp = Path(tempfile.mkdtemp(prefix="cs-lab-"))
         self.ns = {h: f"{self.name}{h}"[:15] for h in ("a", "b", "l")}
@@ -161,24 +183,36 @@ class PairLab:
                 "image": str(images[h]),
             }  # fmt: skip
 
+        vm = {
+            "memory_mib": 128, "cpus": 1, "cpu": "qemu64", "accel": "kvm",
+            "disk": {"image": str(images["a"])},
+            "nic": {"model": "e1000", "mac": "52:54:00:c0:10:01"},
+        }  # fmt: skip
+        binary = "/usr/bin/qemu-system-x86_64"
+        if self.guest:
+            from guestlib import guest_files, kernel_append
+
+            binary = tcg_qemu()
+            vmlinuz, initrd = guest_files()
+            vm |= {
+                "memory_mib": 256, "accel": "tcg",
+                "nic": {"model": "virtio-net-pci", "mac": "52:54:00:c0:10:01"},
+                "kernel": {"path": str(vmlinuz), "initrd": str(initrd),
+                           "append": kernel_append(GUEST_IP)},
+            }  # fmt: skip
         spec = {
             "apiVersion": "colospec/v1",
             "name": self.name,
-            "qemu": {"binary": "/usr/bin/qemu-system-x86_64", "version": "7.2"},
-            "vm": {
-                "memory_mib": 128,
-                "cpus": 1,
-                "cpu": "qemu64",
-                "accel": "kvm",
-                "disk": {"image": str(images["a"])},
-                "nic": {"model": "e1000", "mac": "52:54:00:c0:10:01"},
-            },
+            "qemu": {"binary": binary, "version": "7.2"},
+            "vm": vm,
             "hosts": {"primary": host("a"), "secondary": host("b")},
             "replication": {
                 "checkpoint_delay_ms": self.checkpoint_delay_ms,
                 "ports": {"migration": 8888, "nbd": 8889, "mirror": 9003, "compare": 9004},
             },
         }
+        if self.failover:
+            spec["failover"] = self.failover
         self.spec = self.tmp / "pair.yaml"
         self.spec.write_text(yaml.safe_dump(spec))
         result = subprocess.run([*COLOSPEC, "build", str(self.spec), "-o", str(self.out)],
@@ -261,8 +295,20 @@ class PairLab:
         kill_all_in(self.ns[h])
         return time.monotonic()
 
+    def console(self, h: str) -> str:
+        path = self.run_dir(h) / "console.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def cut_links(self, h: str) -> None:
+        """Host h drops off both networks (its processes keep running)."""
+        for dev in ("uplink", "rep0"):
+            ip("link", "set", dev, "down", netns=self.ns[h])
+
     def describe(self) -> str:
-        return "\n".join(f"--- runner {h} log ---\n{self.log_text(h)[-6000:]}" for h in self.logs)
+        logs = [f"--- runner {h} log ---\n{self.log_text(h)[-6000:]}" for h in self.logs]
+        if self.guest:
+            logs += [f"--- console {h} ---\n{self.console(h)[-2000:]}" for h in ("a", "b")]
+        return "\n".join(logs)
 
     # ----- tear-down ---------------------------------------------------------------
 

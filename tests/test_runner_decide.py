@@ -41,11 +41,11 @@ def test_refused_probe_means_the_peer_qemu_is_gone():
     assert a.kind == "failover" and "refuses connections" in a.reason
 
 
-def test_total_silence_fails_over_after_the_budget():
-    assert act(alive_paths=(), watching_for_s=0.1).kind == "none"
-    a = act(alive_paths=())
+def test_total_silence_fails_over_once_the_probe_finds_nobody():
+    assert act(alive_paths=(), watching_for_s=0.1, peer_probe="unreachable").kind == "none"
+    assert act(alive_paths=(), peer_probe=None).kind == "none"  # the probe is still out
+    a = act(alive_paths=(), peer_probe="unreachable")
     assert a.kind == "failover" and "300 ms" in a.reason
-    assert act(alive_paths=(), peer_probe="unreachable").kind == "failover"
 
 
 def test_silent_runner_with_a_live_qemu_is_waited_for():
@@ -54,10 +54,16 @@ def test_silent_runner_with_a_live_qemu_is_waited_for():
 
 
 def test_cut_replication_link_primary_drops_secondary_secondary_holds():
-    primary = act(role="primary", alive_paths=("lan",))
+    cut = dict(alive_paths=("lan",), peer_probe="unreachable")
+    primary = act(role="primary", **cut)
     assert primary.kind == "failover" and "replication link lost" in primary.reason
-    secondary = act(role="secondary", alive_paths=("lan",))
+    secondary = act(role="secondary", **cut)
     assert secondary.kind == "none" and "not promoting" in secondary.reason
+
+
+@pytest.mark.parametrize("probe", [None, "alive"])
+def test_late_replication_heartbeats_on_a_working_link_change_nothing(probe):
+    assert act(role="primary", alive_paths=("lan",), peer_probe=probe).kind == "none"
 
 
 def test_secondary_fences_itself_when_the_primary_serves_alone():
@@ -66,5 +72,5 @@ def test_secondary_fences_itself_when_the_primary_serves_alone():
 
 
 def test_single_path_pair_treats_replication_silence_as_total():
-    a = act(paths=("replication",), alive_paths=())
+    a = act(paths=("replication",), alive_paths=(), peer_probe="unreachable")
     assert a.kind == "failover"

@@ -56,13 +56,19 @@ def decide(s: Situation) -> Action:
             return Action("none")  # give a just-started watch one full budget
         if s.peer_probe == "alive":
             return Action("none", "the peer's runner is silent but its QEMU answers: waiting")
+        if s.peer_probe is None:
+            return Action("none")  # a probe is under way: a loaded host's heartbeats run late
         return Action(
             "failover",
             f"no heartbeat from the peer on any path ({', '.join(s.paths)}) "
-            f"for {s.budget_s * 1000:.0f} ms",
+            f"for {s.budget_s * 1000:.0f} ms, and its QEMU does not answer",
         )
     if "replication" in s.paths and "replication" not in s.alive_paths:
         others = ", ".join(s.alive_paths)
+        if s.peer_probe != "unreachable":
+            # Heartbeats queue behind checkpoint traffic on a busy link; a link that still
+            # carries a connection to the peer's QEMU is not lost.
+            return Action("none")
         if s.role == "primary":
             return Action(
                 "failover", f"replication link lost (peer still heard on {others}): drop it"

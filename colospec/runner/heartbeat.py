@@ -128,6 +128,11 @@ class Heartbeat:
     def alive_paths(self) -> list[str]:
         return [p.name for p in self.paths if self.path_alive(p.name)]
 
+    def longest_path_silence(self) -> float:
+        """Seconds since the peer was last heard on its quietest path (inf if never)."""
+        now = time.monotonic()
+        return max(now - self.peer.last_seen.get(p.name, float("-inf")) for p in self.paths)
+
     def silence(self) -> float:
         """Seconds since the peer was last heard on any path (inf if never)."""
         if not self.peer.last_seen:

@@ -376,7 +376,7 @@ class Runner:
                 raise asyncio.CancelledError
             # A late datagram or two is normal; longer silence (or a broken COLO stream)
             # asks the peer's QEMU directly.
-            if self.heartbeat.silence() > 1.5 * self.interval or self.colo_exit_seen:
+            if self.heartbeat.longest_path_silence() > 1.5 * self.interval or self.colo_exit_seen:
                 self._start_probe()
             situation = self._situation(time.monotonic() - started)
             action = decide(situation)

@@ -1,0 +1,259 @@
+"""tests/qemu-tcg: the build script, the COLO-under-TCG patch, and the cached patched QEMU."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from qemu.qmp import ConnectError, QMPClient
+
+from conftest import ROOT
+
+HERE = ROOT / "tests" / "qemu-tcg"
+SCRIPT = HERE / "build-qemu.sh"
+PATCH = HERE / "colo-tcg.patch"
+CACHE = Path(os.environ.get("COLOSPEC_QEMU_CACHE", "/var/cache/colospec-test/qemu-7.2-colo-tcg"))
+BINARY = CACHE / "bin" / "qemu-system-x86_64"
+STAMP = CACHE / "stamp"
+FIRMWARE = ["-L", "/usr/share/qemu", "-L", "/usr/share/seabios", "-L", "/usr/lib/ipxe/qemu"]
+LOCK = "qemu_mutex_lock_iothread();"
+UNLOCK = "qemu_mutex_unlock_iothread();"
+SAVE = "qemu_savevm_live_state("
+
+
+def test_build_script_passes_shellcheck():
+    result = subprocess.run(
+        ["shellcheck", "--severity=style", str(SCRIPT.relative_to(ROOT))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_build_script_is_executable():
+    assert os.access(SCRIPT, os.X_OK), f"chmod +x {SCRIPT}"
+
+
+def parse_diff(text: str) -> dict[str, list[list[str]]]:
+    """{path: [hunk lines]} of a unified diff; hunk lines keep their ' ', '+', '-' prefix."""
+    files: dict[str, list[list[str]]] = {}
+    lines = text.splitlines()
+    current: list[list[str]] | None = None
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
+            old = line[4:].split("\t")[0]
+            new = lines[i + 1][4:].split("\t")[0]
+            assert old.startswith("a/") and new.startswith("b/"), ("not -p1", old, new)
+            assert old[2:] == new[2:], ("renames a file", old, new)
+            current = files.setdefault(new[2:], [])
+            i += 2
+            continue
+        m = re.match(r"@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@", line)
+        if m:
+            assert current is not None, f"hunk before a file header: {line}"
+            old_n, new_n = int(m.group(1) or 1), int(m.group(2) or 1)
+            hunk = []
+            i += 1
+            while old_n or new_n:
+                body = lines[i]
+                tag = body[:1] or " "
+                assert tag in " +-", f"malformed hunk line: {body!r}"
+                old_n -= tag in " -"
+                new_n -= tag in " +"
+                hunk.append(tag + body[1:])
+                i += 1
+            assert old_n == 0 and new_n == 0, f"hunk counts do not match near {line}"
+            current.append(hunk)
+            continue
+        i += 1
+    return files
+
+
+FILES = ["migration/colo.c", "migration/ram.c", "softmmu/physmem.c"]
+
+
+def patch_problems(text: str) -> list[str]:
+    """What is wrong with the patch; [] when it makes exactly the two documented fixes."""
+    try:
+        files = parse_diff(text)
+    except (AssertionError, IndexError) as e:
+        return [f"malformed diff: {e}"]
+    if sorted(files) != FILES:
+        return [f"touches {sorted(files)}, not exactly {FILES}"]
+    return colo_lock_problems(files["migration/colo.c"]) + rearm_problems(files)
+
+
+def colo_lock_problems(hunks: list[list[str]]) -> list[str]:
+    """Fix 1: the lock directly around the one qemu_savevm_live_state() call, nothing else."""
+    if len(hunks) != 1:
+        return [f"colo.c: {len(hunks)} hunks, expected one"]
+    hunk = [line[0] + line[1:].strip() for line in hunks[0]]  # tag + code, spacing ignored
+    changed = [line for line in hunk if line[0] in "+-"]
+    if changed != [f"+{LOCK}", f"+{UNLOCK}"]:
+        return [f"changes {changed}, expected only +{LOCK} and +{UNLOCK}"]
+    at = hunk.index(f"+{LOCK}")
+    if not (hunk[at + 1 : at + 2] and hunk[at + 1].startswith(f" {SAVE}")):
+        return [f"{LOCK} is not directly before {SAVE}...)"]
+    if hunk[at + 2 : at + 3] != [f"+{UNLOCK}"]:
+        return [f"{UNLOCK} is not directly after {SAVE}...)"]
+    return []
+
+
+def _code(hunks: list[list[str]], tag: str) -> list[str]:
+    """The changed lines of one tag, comments and blank lines dropped."""
+    lines = [h[1:].strip() for hunk in hunks for h in hunk if h[:1] == tag]
+    return [x for x in lines if x and not x.startswith(("/*", "*", "*/"))]
+
+
+def rearm_problems(files: dict[str, list[list[str]]]) -> list[str]:
+    """Fix 2: TCG's dirty tracking re-armed after every sync, on both sides of COLO."""
+    problems = []
+    if _code(files["migration/ram.c"], "+") != ["memory_global_after_dirty_log_sync();"]:
+        problems.append("ram.c: expected only memory_global_after_dirty_log_sync() added")
+    if _code(files["migration/ram.c"], "-"):
+        problems.append("ram.c: removes code")
+    added = _code(files["softmmu/physmem.c"], "+")
+    if "tlb_flush(cpu);" not in added or not any("run_on_cpu(" in a for a in added):
+        problems.append("physmem.c: the after-sync hook must flush the vCPU's TLB")
+    return problems
+
+
+def test_patch_makes_exactly_the_two_fixes():
+    assert patch_problems(PATCH.read_text()) == []
+
+
+def mutated_patches() -> dict[str, tuple[str, str]]:
+    """{name: (broken variant of the patch, expected problem)}"""
+    good = PATCH.read_text()
+    lock = next(line for line in good.splitlines() if line.startswith(f"+    {LOCK}"))
+    unlock = next(line for line in good.splitlines() if line.startswith(f"+    {UNLOCK}"))
+    save = next(line for line in good.splitlines() if line.startswith(f"     {SAVE}"))
+    at = next(line for line in good.splitlines() if line.startswith("@@ "))
+    return {
+        "another-file": (
+            good + "--- a/migration/savevm.c\n+++ b/migration/savevm.c\n@@ -1 +1,2 @@\n x\n+y\n",
+            "not exactly",
+        ),
+        "no-tlb-flush": (
+            good.replace("+    tlb_flush(cpu);", "+    (void)cpu;"),
+            "flush the vCPU's TLB",
+        ),
+        "no-unlock": (
+            good.replace(unlock + "\n", "").replace(",9 @@", ",8 @@"),
+            f"expected only +{LOCK}",
+        ),
+        "lock-too-early": (
+            good.replace(lock + "\n", "").replace(at, f"{at}\n{lock}"),
+            "not directly before",
+        ),
+        "changes-the-call": (
+            good.replace(save, f"-{save[1:]}\n+{save[1:]}"),
+            "expected only",
+        ),
+        "bad-counts": (good.replace(",9 @@", ",12 @@"), "malformed diff"),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(mutated_patches()))
+def test_patch_check_catches_mistakes(name):
+    text, expected = mutated_patches()[name]
+    problems = patch_problems(text)
+    assert any(expected in p for p in problems), problems
+
+
+def test_patch_header_explains_itself():
+    header = PATCH.read_text().split("\n--- a/", 1)[0]
+    for words in ("qemu_savevm_live_state", "TCG", "TLB", "colo_flush_ram_cache"):
+        assert words in header, header
+
+
+def wanted_stamp() -> str:
+    return "".join(
+        f"{name}-sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}\n"
+        for name, path in (("patch", PATCH), ("script", SCRIPT))
+    )
+
+
+def patched_qemu() -> str:
+    """The cached patched QEMU; skip (or fail with COLOSPEC_NEED_TCG_QEMU=1) when absent."""
+    problem = None
+    if not os.access(BINARY, os.X_OK):
+        problem = f"{BINARY} does not exist"
+    elif not STAMP.is_file() or not STAMP.read_text().startswith(wanted_stamp()):
+        problem = f"{BINARY} was built from another patch or script (stamp {STAMP} differs)"
+    if problem:
+        message = f"{problem}: run tests/qemu-tcg/build-qemu.sh (as root) to build it"
+        if os.environ.get("COLOSPEC_NEED_TCG_QEMU") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(BINARY)
+
+
+def test_patched_qemu_is_7_2_with_the_patch():
+    binary = patched_qemu()
+    result = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert re.match(r"QEMU emulator version 7\.2(\.\d+)? \(Debian 1:7\.2\+dfsg-", first), first
+    assert "colospec colo-tcg" in first, first
+
+
+async def qmp(socket: str, *commands: str) -> list:
+    client = QMPClient("colospec-test")
+    for _ in range(200):
+        try:
+            await client.connect(socket)
+            break
+        except (OSError, ConnectError):
+            await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"no QMP on {socket}")
+    try:
+        return [await client.execute(c) for c in commands]
+    finally:
+        await client.disconnect()
+
+
+def run_and_query(binary: str, args: list[str], *commands: str) -> list:
+    with tempfile.TemporaryDirectory(prefix="cs-") as tmp:  # unix socket paths must stay short
+        sock = f"{tmp}/qmp.sock"
+        proc = subprocess.Popen(
+            [binary, *args, "-S", "-nodefaults", "-display", "none", *FIRMWARE,
+             "-qmp", f"unix:{sock},server=on,wait=off"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.5)
+            if proc.returncode is not None:
+                raise AssertionError(f"QEMU exited {proc.returncode}: {proc.stderr.read()}")
+            return asyncio.run(qmp(sock, *commands))
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def test_patched_qemu_has_colo_commands():
+    [schema] = run_and_query(patched_qemu(), ["-machine", "none"], "query-qmp-schema")
+    commands = {e["name"] for e in schema if e["meta-type"] == "command"}
+    assert "x-colo-lost-heartbeat" in commands
+
+
+def test_patched_qemu_starts_a_tcg_pc_with_debian_firmware():
+    status, kvm = run_and_query(
+        patched_qemu(), ["-accel", "tcg", "-machine", "pc"], "query-status", "query-kvm"
+    )
+    assert status["status"] == "prelaunch", status
+    assert kvm["enabled"] is False, kvm
