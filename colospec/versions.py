@@ -79,6 +79,8 @@ class Defect:
     accels: frozenset[str]  # the defect only bites with these accelerators
     summary: str
     fix: str
+    # Builds that carry the fix: a substring of the build note `--version` prints.
+    fixed_in_builds: tuple[str, ...] = ()
 
 
 DEFECTS: tuple[Defect, ...] = (
@@ -96,6 +98,7 @@ DEFECTS: tuple[Defect, ...] = (
             "use accel: kvm, or a QEMU built with the iothread lock taken around that "
             "call (README.md, 'COLO under TCG')"
         ),
+        fixed_in_builds=("colospec colo-tcg",),  # tests/qemu-tcg/build-qemu.sh
     ),
     Defect(
         id="colo-never-entered-10.0",
@@ -125,13 +128,17 @@ def supported_versions() -> list[str]:
     return sorted(SYNTAX)
 
 
-def defects_for(version: str, accel: str) -> list[Defect]:
-    """Defects that may apply: a version without a micro number covers all its micros."""
+def defects_for(version: str, accel: str, build: str = "") -> list[Defect]:
+    """Defects that may apply: a version without a micro number covers all its micros;
+    `build` is the real binary's build note, when known."""
     major, minor, micro = parse_version(version)
     low = (major, minor, micro if micro is not None else 0)
     high = (major, minor, micro if micro is not None else 999)
     return [
         d
         for d in DEFECTS
-        if accel in d.accels and high >= d.first and (d.last is None or low <= d.last)
+        if accel in d.accels
+        and high >= d.first
+        and (d.last is None or low <= d.last)
+        and not any(marker in build for marker in d.fixed_in_builds)
     ]

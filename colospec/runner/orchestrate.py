@@ -225,12 +225,12 @@ class Runner:
         key = [q["binary"], st and [st.st_ino, st.st_size, st.st_mtime_ns], q["requires"]]
         cached = control.read_json(cache)
         if cached.get("key") == key:
-            version, how = cached["version"], "checked before"
+            version, build, how = cached["version"], cached.get("build", ""), "checked before"
         else:
             facts = await check_qemu_async(q)
-            version, how = facts.version, "has what the plan uses"
-            control.write_json(cache, {"key": key, "version": version})
-        for defect in defects_for(version, q["accel"]):
+            version, build, how = facts.version, facts.build, "has what the plan uses"
+            control.write_json(cache, {"key": key, "version": version, "build": build})
+        for defect in defects_for(version, q["accel"], build):
             log.warning("known QEMU defect %s: %s — %s", defect.id, defect.summary, defect.fix)
         return f"{q['binary']} {version} {how}"
 

@@ -20,7 +20,7 @@ from colospec.runner.elf import ElfError, links
 from colospec.versions import Defect, defects_for, parse_version
 
 TIMEOUT_S = 30.0
-_VERSION = re.compile(r"QEMU emulator version (\d+)\.(\d+)\.(\d+)")
+_VERSION = re.compile(r"QEMU emulator version (\d+)\.(\d+)\.(\d+)(?: \(([^)\n]*)\))?")
 
 
 class QemuCheckError(Exception):
@@ -31,11 +31,12 @@ class QemuCheckError(Exception):
 class QemuFacts:
     binary: str
     version: str  # "7.2.22", as the binary reports it
+    build: str  # the package/build note after it, e.g. "Debian 1:7.2+dfsg-7+deb12u18"
     defects: tuple[Defect, ...]  # known defects for this version and accelerator: warn
     elapsed: float  # seconds the check took
 
 
-def _version(binary: str, timeout: float) -> str:
+def _version(binary: str, timeout: float) -> tuple[str, str]:
     fix = "fix qemu.binary in the spec and rebuild the artifacts, or install QEMU there"
     try:
         run = subprocess.run(
@@ -47,7 +48,7 @@ def _version(binary: str, timeout: float) -> str:
     except subprocess.TimeoutExpired:
         raise QemuCheckError(f"'{binary} --version' took over {timeout:g} s: {fix}") from None
     if m := _VERSION.search(run.stdout):
-        return ".".join(m.groups())
+        return ".".join(m.groups()[:3]), m.group(4) or ""
     said = (run.stdout + run.stderr).strip().partition("\n")[0] or "nothing"
     raise QemuCheckError(f"'{binary}' is not QEMU: --version printed {said!r}: {fix}")
 
@@ -134,7 +135,7 @@ async def check_qemu_async(
 ) -> QemuFacts:
     """Check plan.json's "qemu" object against the real binary; QemuCheckError if unfit."""
     start, binary, want = time.monotonic(), qemu["binary"], qemu["version"]
-    have = await asyncio.to_thread(_version, binary, timeout)
+    have, build = await asyncio.to_thread(_version, binary, timeout)
     await asyncio.to_thread(_check_links, qemu)
     (w_major, w_minor, w_micro), (major, minor, micro) = parse_version(want), parse_version(have)
     if (w_major, w_minor) != (major, minor) or w_micro not in (None, micro):
@@ -167,8 +168,8 @@ async def check_qemu_async(
             f"QEMU '{binary}' {have} lacks {'; '.join(missing)}: install a QEMU that has them "
             "(Debian 12's qemu-system-x86 does), or point qemu.binary at one and rebuild"
         )
-    defects = tuple(defects_for(have, qemu.get("accel", "kvm")))
-    return QemuFacts(binary, have, defects, time.monotonic() - start)
+    defects = tuple(defects_for(have, qemu.get("accel", "kvm"), build))
+    return QemuFacts(binary, have, build, defects, time.monotonic() - start)
 
 
 def check_qemu(
