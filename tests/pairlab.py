@@ -211,6 +211,8 @@ class PairLab:
                 "ports": {"migration": 8888, "nbd": 8889, "mirror": 9003, "compare": 9004},
             },
         }
+        # The units run the built directories where the lab keeps them.
+        spec["runtime"] = {"artifacts_dir": str(self.out)}
         if self.failover:
             spec["failover"] = self.failover
         self.spec = self.tmp / "pair.yaml"

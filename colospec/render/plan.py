@@ -7,6 +7,7 @@ secondary's NBD export exists before it adds its replication child and migrates.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from colospec import __version__
@@ -56,9 +57,12 @@ def plan_steps(host: Host, scripts: list[str]) -> list[dict[str, Any]]:
     return steps
 
 
-def tap_mac(guest_mac: str) -> str:
-    """The host side of the guest's NIC: fe:… as libvirt does, so the bridge never adopts it."""
-    return "fe:" + guest_mac.lower()[3:]
+def tap_mac(pair: str, host: str) -> str:
+    """The host side of the guest's NIC. fe:… (as libvirt does) so a bridge, which takes
+    the lowest MAC among its ports, never adopts it; the rest differs per host, so the two
+    hosts' taps never share a MAC on a common LAN."""
+    digest = hashlib.sha256(f"{pair}/{host}".encode()).hexdigest()
+    return "fe:" + ":".join(digest[i : i + 2] for i in range(0, 10, 2))
 
 
 def heartbeat_paths(host: Host, peer: Host) -> list[dict[str, str]]:
@@ -107,7 +111,7 @@ def render_plan(pair: Pair, host: Host, scripts: list[str]) -> dict[str, Any]:
         },
         "network": {
             "tap": host.tap,
-            "tap_mac": tap_mac(pair.vm.nic.mac),
+            "tap_mac": tap_mac(pair.name, host.name),
             "bridge": host.bridge,
             "script": "tc.sh",
         },

@@ -8,4 +8,4 @@ from colospec.render.text import render_template
 
 
 def render_tc_script(pair: Pair, host: Host) -> str:
-    return render_template("tc.sh.j2", pair=pair, host=host, tap_mac=tap_mac(pair.vm.nic.mac))
+    return render_template("tc.sh.j2", pair=pair, host=host, tap_mac=tap_mac(pair.name, host.name))

@@ -47,7 +47,7 @@ def _vmft(pair: Pair) -> VmFt:
 def render_vmft_tc_script(pair: Pair, host: Host) -> str:
     vmft = _vmft(pair)
     return render_template(
-        "vmft-tc.sh.j2", pair=pair, host=host, tap_mac=tap_mac(pair.vm.nic.mac),
+        "vmft-tc.sh.j2", pair=pair, host=host, tap_mac=tap_mac(pair.name, host.name),
         ifb=vmft.ifb_for(host.tap), ifb_count=vmft.ifb_count,
     )  # fmt: skip
 

@@ -91,7 +91,7 @@ def render_vmft_plan(
         },
         "network": {
             "tap": host.tap,
-            "tap_mac": tap_mac(pair.vm.nic.mac),
+            "tap_mac": tap_mac(pair.name, host.name),
             "bridge": host.bridge,
             "script": "tc.sh",
             "ingress_redirect": [{"from": host.tap, "to": vmft.ifb_for(host.tap)}],

@@ -414,6 +414,12 @@ class Runner:
     def _start_probe(self) -> None:
         if self._probe_task and not self._probe_task.done():
             return
+        if (
+            self.probe
+            and time.monotonic() - self.probe[0] < self.interval
+            and not self.colo_exit_seen
+        ):
+            return  # one probe per interval is plenty; each costs QEMU a connection
         target = self.plan["heartbeat"]["peer_qemu_probe"]
 
         async def run() -> None:

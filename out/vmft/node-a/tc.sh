@@ -9,7 +9,7 @@ set -euo pipefail
 
 tap='tap0'
 # fe:…: a bridge adopts the lowest MAC among its ports; the tap must never be it.
-tap_mac='fe:a4:00:12:78:66'
+tap_mac='fe:83:67:b8:43:73'
 bridge='br0'
 # The vm-ft QEMU buffers tapN's output on ifbN (output-buffer.c); loading the ifb module
 # creates ifb_count of them, numbered from 0.

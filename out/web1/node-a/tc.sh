@@ -7,7 +7,7 @@ set -euo pipefail
 
 tap='tap-web1'
 # fe:…: a bridge adopts the lowest MAC among its ports; the tap must never be it.
-tap_mac='fe:a4:00:12:78:66'
+tap_mac='fe:a6:70:ea:96:aa'
 bridge='br0'
 
 up() {

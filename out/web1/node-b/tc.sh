@@ -7,7 +7,7 @@ set -euo pipefail
 
 tap='tap-web1'
 # fe:…: a bridge adopts the lowest MAC among its ports; the tap must never be it.
-tap_mac='fe:a4:00:12:78:66'
+tap_mac='fe:26:79:ee:6a:8b'
 bridge='br0'
 
 up() {
