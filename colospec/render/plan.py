@@ -125,8 +125,18 @@ def render_plan(pair: Pair, host: Host, scripts: list[str]) -> dict[str, Any]:
         },
         "steps": plan_steps(host, scripts),
         "failover": {
-            "as_primary": {"script": "qmp/90-failover-as-primary.json", "on_error": "continue"},
-            "as_secondary": {"script": "qmp/91-failover-as-secondary.json", "on_error": "continue"},
+            # promoted_after: the command after which this host serves alone; what follows
+            # prepares it to protect the guest again and is not part of the pause.
+            "as_primary": {
+                "script": "qmp/90-failover-as-primary.json",
+                "on_error": "continue",
+                "promoted_after": "x-colo-lost-heartbeat",
+            },
+            "as_secondary": {
+                "script": "qmp/91-failover-as-secondary.json",
+                "on_error": "continue",
+                "promoted_after": "announce-self",
+            },
         },
         "units": {
             "target": lay.unit(),

@@ -90,8 +90,8 @@ def failover_as_primary(pair: Pair, syntax: QemuSyntax) -> list[Command]:
     QEMU 7.2 otherwise hangs (in blockdev-del or x-colo-lost-heartbeat, flushing over the
     dead link) with its main loop stuck. Yanking the migration stream does not help, and
     yanking every instance would also drop our own QMP connection. colo-compare goes
-    early because it holds the guest's output until its timeout while no secondary
-    answers.
+    before x-colo-lost-heartbeat because it holds the guest's output until its timeout
+    while no secondary answers.
     """
     drop_child = (
         _args("blockdev-del", {"node-name": m.REPLICATION_NODE})
@@ -102,7 +102,11 @@ def failover_as_primary(pair: Pair, syntax: QemuSyntax) -> list[Command]:
         _args("yank", {"instances": [{"type": "block-node", "node-name": m.NBD_NODE}]}),
         _args("x-blockdev-change", {"parent": m.QUORUM_ID, "child": "children.1"}),
         drop_child,
-        *(_args("object-del", {"id": i}) for i in ("comp0", "iothread1", "m0", "redire0", "redire1")),
+        # Stop feeding colo-compare first (m0, redire1): new guest output then goes
+        # straight to the tap. The packets comp0 still holds are lost when it is deleted
+        # (QEMU 7.2 closes its output before flushing them), so clients resend those
+        # after their retransmission timeout.
+        *(_args("object-del", {"id": i}) for i in ("m0", "redire1", "comp0", "redire0", "iothread1")),
         {"execute": "x-colo-lost-heartbeat"},
     ]  # fmt: skip
 

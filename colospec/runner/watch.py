@@ -115,32 +115,40 @@ class Watch:
             if not self.colo_active:
                 return {"ok": False, "error": "not in COLO mode: nothing to fail over"}
             was = self.role
-            key = "as_primary" if was == "primary" else "as_secondary"
-            script = self.plan["failover"][key]["script"]
-            log.warning("FAILOVER as %s: %s — running %s", was, reason, script)
+            how = self.plan["failover"]["as_primary" if was == "primary" else "as_secondary"]
+            log.warning("FAILOVER as %s: %s — running %s", was, reason, how["script"])
             t0 = time.monotonic()
-            failed = []
-            for command in self.arts.script(script):
+            failed, promoted, promoted_at = [], None, None
+            for command in self.arts.script(how["script"]):
                 try:
                     await self._execute(command["execute"], command.get("arguments"), timeout=10)
                 except RunError as exc:
                     failed.append(command["execute"])
                     log.warning("failover: %s (continuing)", exc)
+                if command["execute"] == how.get("promoted_after") and promoted is None:
+                    promoted, promoted_at = elapsed_ms(t0), datetime.now(UTC)
             took = elapsed_ms(t0)
+            promoted, promoted_at = promoted or took, promoted_at or datetime.now(UTC)
             status = await self._wait_running()
             mode = (await self._execute("query-colo-status"))["mode"]
             self.role, self.alone, self.colo_active = "primary", True, False
             self._save_state(role="primary", failover={
-                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                "reason": reason, "from_role": was, "took_ms": round(took, 1),
-                "failed_commands": failed,
+                "time": promoted_at.isoformat(timespec="milliseconds"),
+                "reason": reason, "from_role": was, "took_ms": round(promoted, 1),
+                "script_ms": round(took, 1), "failed_commands": failed,
             })  # fmt: skip
             self._report(urgent=True, role="primary", colo=mode, alone=True)
             sd_notify(STATUS=f"primary (alone) after failover: {reason}")
             log.warning(
-                "failover done in %.0f ms: now primary, VM %s, COLO mode %s", took, status, mode
-            )
-            return {"ok": True, "took_ms": round(took, 1), "vm_status": status, "colo_mode": mode}
+                "failover done: serving alone after %.0f ms (script %.0f ms), VM %s, COLO mode %s",
+                promoted, took, status, mode,
+            )  # fmt: skip
+            return {
+                "ok": True,
+                "took_ms": round(promoted, 1),
+                "vm_status": status,
+                "colo_mode": mode,
+            }
 
     async def _wait_running(self, timeout: float = 5) -> str:
         """The VM's run state once it leaves "colo" (a checkpoint the COLO thread finishes
