@@ -4,7 +4,8 @@ Same machine, same guest (tests/guest), same QEMU binary (tests/qemu-tcg, TCG), 
 network; first one plain QEMU without COLO objects, then a colospec pair with the
 default tuning (checkpoint_delay_ms 2000, compare_timeout_ms 3000). Prints the echo
 round trip (median, p99) for both and their ratio, and COLO checkpoints per minute.
-usage: python3 bench/overhead.py [SECONDS]   (as root)
+With more checkpoint delays given, COLO is measured once per delay (to choose the default).
+usage: python3 bench/overhead.py [SECONDS] [DELAY_MS,...]   (as root)
 """
 
 from __future__ import annotations
@@ -81,19 +82,20 @@ def protected(lab: PairLab, seconds: float) -> tuple[list[float], float]:
 
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 30
-    with PairLab(guest=True) as lab:  # the namespaces and images; COLO only in part two
+    delays = [int(d) for d in sys.argv[2].split(",")] if len(sys.argv) > 2 else [2000]
+    with PairLab(guest=True) as lab:  # the namespaces and images; COLO only below
         plain = unprotected(lab, seconds)
-    with PairLab(guest=True, checkpoint_delay_ms=2000) as lab:
-        colo, per_min = protected(lab, seconds)
-    pm, cm = statistics.median(plain), statistics.median(colo)
+    pm = statistics.median(plain)
     print(f"echo round trip, one TCP connection, one line every 20 ms for {seconds:.0f} s "
-          "(Linux guest under TCG):")  # fmt: skip
-    print(f"  unprotected:         median {pm * 1000:6.2f} ms   p99 {p99(plain) * 1000:7.2f} ms"
-          f"   ({len(plain)} echoes)")  # fmt: skip
-    print(f"  COLO, default tuning: median {cm * 1000:6.2f} ms   p99 {p99(colo) * 1000:7.2f} ms"
-          f"   ({len(colo)} echoes)")  # fmt: skip
-    print(f"  ratio of medians: {cm / pm:.2f}x   ratio of p99: {p99(colo) / p99(plain):.2f}x")
-    print(f"  checkpoints per minute: {per_min:.0f} (checkpoint_delay_ms 2000 -> 30 periodic)")
+          "(Linux guest under TCG; compare_timeout_ms 3000):")  # fmt: skip
+    print(f"  {'':27} {'median':>8} {'p99':>9} {'ratio':>12} {'checkpoints/min':>16}")
+    print(f"  {'unprotected':27} {pm * 1000:6.2f}ms {p99(plain) * 1000:7.2f}ms")
+    for delay in delays:
+        with PairLab(guest=True, checkpoint_delay_ms=delay) as lab:
+            colo, per_min = protected(lab, seconds)
+        cm = statistics.median(colo)
+        print(f"  {f'COLO, checkpoint {delay} ms':27} {cm * 1000:6.2f}ms {p99(colo) * 1000:7.2f}ms"
+              f" {cm / pm:5.2f}x/{p99(colo) / p99(plain):4.1f}x {per_min:16.0f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
