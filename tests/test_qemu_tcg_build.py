@@ -79,7 +79,7 @@ def parse_diff(text: str) -> dict[str, list[list[str]]]:
     return files
 
 
-FILES = ["migration/colo.c", "migration/ram.c", "softmmu/physmem.c"]
+FILES = ["migration/colo.c", "migration/ram.c", "softmmu/cpu-timers.c", "softmmu/physmem.c"]
 
 
 def patch_problems(text: str) -> list[str]:
@@ -90,7 +90,11 @@ def patch_problems(text: str) -> list[str]:
         return [f"malformed diff: {e}"]
     if sorted(files) != FILES:
         return [f"touches {sorted(files)}, not exactly {FILES}"]
-    return colo_lock_problems(files["migration/colo.c"]) + rearm_problems(files)
+    return (
+        colo_lock_problems(files["migration/colo.c"])
+        + rearm_problems(files)
+        + tick_problems(files["softmmu/cpu-timers.c"])
+    )
 
 
 def colo_lock_problems(hunks: list[list[str]]) -> list[str]:
@@ -113,6 +117,16 @@ def _code(hunks: list[list[str]], tag: str) -> list[str]:
     """The changed lines of one tag, comments and blank lines dropped."""
     lines = [h[1:].strip() for hunk in hunks for h in hunk if h[:1] == tag]
     return [x for x in lines if x and not x.startswith(("/*", "*", "*/"))]
+
+
+def tick_problems(hunks: list[list[str]]) -> list[str]:
+    """Fix 3: a loaded tick count restarts TCG's monotonic check (no TSC jump)."""
+    added = _code(hunks, "+")
+    if ".post_load = cpu_timers_post_load," not in added:
+        return ["cpu-timers.c: the timer state needs a post_load"]
+    if "timers_state.cpu_ticks_prev = timers_state.cpu_ticks_offset;" not in added:
+        return ["cpu-timers.c: post_load must reset cpu_ticks_prev to the loaded offset"]
+    return []
 
 
 def rearm_problems(files: dict[str, list[list[str]]]) -> list[str]:
@@ -144,6 +158,13 @@ def mutated_patches() -> dict[str, tuple[str, str]]:
             good + "--- a/migration/savevm.c\n+++ b/migration/savevm.c\n@@ -1 +1,2 @@\n x\n+y\n",
             "not exactly",
         ),
+        "no-tick-reset": (
+            good.replace(
+                "+        timers_state.cpu_ticks_prev = timers_state.cpu_ticks_offset;",
+                "+        (void)0;",
+            ),
+            "reset cpu_ticks_prev",
+        ),
         "no-tlb-flush": (
             good.replace("+    tlb_flush(cpu);", "+    (void)cpu;"),
             "flush the vCPU's TLB",
@@ -173,7 +194,7 @@ def test_patch_check_catches_mistakes(name):
 
 def test_patch_header_explains_itself():
     header = PATCH.read_text().split("\n--- a/", 1)[0]
-    for words in ("qemu_savevm_live_state", "TCG", "TLB", "colo_flush_ram_cache"):
+    for words in ("qemu_savevm_live_state", "TCG", "TLB", "colo_flush_ram_cache", "cpu_ticks_prev"):
         assert words in header, header
 
 
