@@ -22,10 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
-from guestlib import wait_ready  # noqa: E402
 from netns import ip  # noqa: E402
-from pairlab import GUEST_IP, PairLab  # noqa: E402
-from traffic import Traffic  # noqa: E402
+from pairlab import PairLab  # noqa: E402
+from traffic import serving  # noqa: E402
 
 
 def kill_primary_qemu(lab: PairLab) -> str:
@@ -66,13 +65,11 @@ SCENARIOS = {
 
 def run_once(scenario: str) -> tuple[float, float]:
     with PairLab(guest=True, checkpoint_delay_ms=2000) as lab:
-        lab.start("a")
-        lab.start("b")
-        lab.wait_colo(timeout=120)
-        wait_ready(lab.run_dir("a") / "console.log", GUEST_IP, timeout=120)
-        traffic = Traffic(GUEST_IP, lab.ns["l"]).start()
+        traffic = serving(lab)
+        if traffic is None:  # a known QEMU defect at boot (README, "Known limits")
+            print(f"  ({scenario}: the secondary's NIC stayed silent; new pair)", flush=True)
+            return run_once(scenario)
         try:
-            traffic.wait_echoes(50)
             wall, mono = time.time(), time.monotonic()
             survivor = SCENARIOS[scenario](lab)
             if scenario == "primary-host-lost-silently":

@@ -161,3 +161,10 @@ def test_sigterm_stops_qemu_cleans_up_and_the_peer_takes_over(pair):
     assert ip("link", "show", tap, netns=pair.ns["a"], check=False).returncode != 0
     assert ip("link", "show", tap, netns=pair.ns["b"]).returncode == 0
     wait_promoted(pair)
+
+
+def test_a_failing_qmp_command_is_reported_not_fatal(pair):
+    reply = pair.ask("a", {"cmd": "qmp", "execute": "object-del", "arguments": {"id": "nope"}})
+    assert reply["ok"] is False
+    assert "object-del failed" in reply["error"] and "nope" in reply["error"]
+    assert status(pair, "a")["colo_mode"] == "primary"  # the runner carries on

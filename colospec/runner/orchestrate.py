@@ -222,7 +222,7 @@ class Runner(BringUp, Watch):
         try:
             result = await asyncio.wait_for(self.qmp.execute(name, arguments), timeout)
         except ExecuteError as exc:
-            raise RunError(f"QMP {name} failed: {exc.error_class}: {exc.error.desc}") from None
+            raise RunError(f"QMP {name} failed: {exc.error_class}: {exc}") from None
         except (QMPError, OSError, TimeoutError) as exc:
             raise RunError(f"QMP {name}: no answer from QEMU ({type(exc).__name__})") from None
         log.debug("QMP <- %s %s (%.1f ms)", name, result, elapsed_ms(t0))
