@@ -2,7 +2,10 @@
 
 Does what an operator's script would: scratch disks, taps, both QEMUs from the same
 qemu.args, then the same qmp/*.json scripts in order over qemu.qmp, until both QEMUs
-report COLO mode. No checks, no heartbeats, no watching. Prints the seconds it took.
+report COLO mode. No checks, no heartbeats, no watching. Prints time.monotonic() (the
+system-wide CLOCK_MONOTONIC) at the moment both QEMUs are in COLO mode, so the caller
+times it from its own spawn of this process, Python start-up and imports included, as
+it times the runners.
 usage: hand_driver.py PRIMARY_DIR PRIMARY_NETNS SECONDARY_DIR SECONDARY_NETNS
 """
 
@@ -62,7 +65,6 @@ async def wait_mode(client: QMPClient, mode: str) -> None:
 
 
 async def main(primary: Path, pns: str, secondary: Path, sns: str) -> float:
-    t0 = time.monotonic()
     # The secondary's redirectors dial the primary's QEMU: start that one first.
     p = await start(primary, pns)
     s = await start(secondary, sns)
@@ -76,13 +78,13 @@ async def main(primary: Path, pns: str, secondary: Path, sns: str) -> float:
         await asyncio.sleep(0.01)
     await run_script(p, primary, "20-start-colo.json")
     await asyncio.gather(wait_mode(p, "primary"), wait_mode(s, "secondary"))
-    took = time.monotonic() - t0
+    done = time.monotonic()
     for client in (p, s):
         with contextlib.suppress(Exception):  # QEMU hangs up as it quits
             await client.execute("quit")
         with contextlib.suppress(Exception):
             await client.disconnect()
-    return took
+    return done
 
 
 if __name__ == "__main__":
