@@ -1,24 +1,24 @@
-"""The generated units' commands, run in the order systemd would, bring a real pair up.
+"""The generated units under a real systemd bring a real pair up, fail over and stop.
 
-There is no systemd as PID 1 on this machine, so the test plays systemd: it reads each
-unit's ExecStart=/ExecStop= (undoing systemd's quoting), starts the units in their
-dependency order with RuntimeDirectory= and NOTIFY_SOCKET as systemd provides them, and
-waits for the runner unit's READY=1. The units themselves pass `systemd-analyze verify`
+This machine kind has no systemd as PID 1, so each lab host gets its own systemd
+(tests/systemd_host.py) in the host's network namespace; `systemctl start` on each
+host's target brings the pair to COLO mode. The units also pass `systemd-analyze verify`
 (tests/test_real_tools.py).
 """
 
 from __future__ import annotations
 
-import os
+import json
 import re
 import shlex
-import socket
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from systemd_host import SystemdHost
 
-from pairlab import PairLab
+from pairlab import ROOT, PairLab
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +34,6 @@ def unit_commands(unit: Path, key: str) -> list[list[str]]:
     return out
 
 
-def unit_setting(unit: Path, key: str) -> str | None:
-    for line in unit.read_text().splitlines():
-        if line.startswith(f"{key}="):
-            return line.split("=", 1)[1]
-    return None
-
-
 def test_unit_quoting_round_trips_through_the_parser(tmp_path):
     from colospec.render.text import exec_line
 
@@ -50,58 +43,87 @@ def test_unit_quoting_round_trips_through_the_parser(tmp_path):
     assert unit_commands(unit, "ExecStart") == [argv]
 
 
-def test_starting_the_units_in_order_brings_the_pair_up(tmp_path):
+def test_systemd_root_script_passes_shellcheck():
+    script = ROOT / "tests" / "systemd-root.sh"
+    done = subprocess.run(["shellcheck", "--severity=style", str(script)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_systemctl_start_brings_the_pair_up_and_a_failover_follows():
     with PairLab(checkpoint_delay_ms=500) as lab:
-        notify = {}
-        started = []
-        try:
-            for h in ("a", "b"):
+        # The lab's files, and this checkout (an editable install runs colospec from it).
+        shared = [lab.tmp, ROOT]
+        with SystemdHost(lab.ns["a"], shared) as a, SystemdHost(lab.ns["b"], shared) as b:
+            hosts = {"a": a, "b": b}
+            try:
+                check_pair_under_systemd(lab, hosts)
+            except BaseException:
+                for h, sd in hosts.items():
+                    print(f"--- journal of host {h} ---\n{sd.journal()[-8000:]}")
+                raise
+            cgroups = [sd.cgroup for sd in hosts.values()]
+        assert not any(cg.exists() for cg in cgroups)
 
-                def name(part: str, h: str = h) -> Path:
-                    return next((lab.host_dir(h) / "systemd").glob(f"colospec-*-{part}.service"))
 
-                def run_in_ns(argv, env=None, h: str = h, **kw) -> subprocess.Popen:
-                    return subprocess.Popen(["ip", "netns", "exec", lab.ns[h], *argv],
-                                            env={**os.environ, **(env or {})}, **kw)  # fmt: skip
+def check_pair_under_systemd(lab: PairLab, hosts: dict[str, SystemdHost]) -> None:
+    target = f"colospec-{lab.name}.target"
+    units = {h: sorted((lab.host_dir(h) / "systemd").iterdir()) for h in hosts}
+    for h, sd in hosts.items():
+        sd.install_units(units[h])
+    # `systemctl start` returns once the target is reached, i.e. after the runner's
+    # READY=1 (Type=notify), which each runner sends only in COLO mode.
+    with ThreadPoolExecutor(2) as pool:
+        starts = {h: pool.submit(sd.systemctl, "start", target, check=False, timeout=120)
+                  for h, sd in hosts.items()}  # fmt: skip
+        for start in starts.values():
+            assert start.result().returncode == 0, start.result().stderr
+    for h, sd in hosts.items():
+        names = [u.name for u in units[h]]
+        assert sd.systemctl("is-active", *names, check=False).stdout.split() == ["active"] * len(
+            names
+        ), h
 
-                for part in ("disks", "network"):  # Type=oneshot, in order
-                    (argv,) = unit_commands(name(part), "ExecStart")
-                    assert run_in_ns(argv).wait(timeout=60) == 0, part
-                qemu_unit = name("qemu")
-                run_dir = Path("/run") / unit_setting(qemu_unit, "RuntimeDirectory")
-                run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # RuntimeDirectory=
-                (argv,) = unit_commands(qemu_unit, "ExecStart")
-                started.append(run_in_ns(argv))
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                sock.bind(str(tmp_path / f"notify-{h}"))
-                sock.settimeout(90)
-                notify[h] = sock
-                runner_unit = name("runner")
-                assert unit_setting(runner_unit, "Type") == "notify"
-                (argv,) = unit_commands(runner_unit, "ExecStart")
-                assert "--attach" in argv
-                log = (tmp_path / f"runner-{h}.log").open("wb")
-                started.append(run_in_ns(argv, {"NOTIFY_SOCKET": str(tmp_path / f"notify-{h}")},
-                                         stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
-            for h in ("a", "b"):
-                while b"READY=1" not in notify[h].recv(4096):
-                    pass
-            assert lab.status("a")["colo_mode"] == "primary"
-            assert lab.status("b")["colo_mode"] == "secondary"
-            lab.kill_qemu("a")
-            lab.wait_for("b takes over", lambda: lab.status("b")["colo_mode"] == "none"
-                         and lab.status("b")["role"] == "primary")  # fmt: skip
-        finally:
-            for proc in started:
-                proc.terminate()
-            for proc in started:
-                proc.wait(timeout=30)
-            for h in ("a", "b"):  # ExecStop= of the network unit
-                systemd = lab.host_dir(h) / "systemd"
-                (argv,) = unit_commands(
-                    next(systemd.glob("colospec-*-network.service")), "ExecStop"
-                )
-                subprocess.run(["ip", "netns", "exec", lab.ns[h], *argv], check=True)
-                tap = f"tap-{lab.name}"
-                assert subprocess.run(["ip", "-n", lab.ns[h], "link", "show", tap],
-                                      capture_output=True).returncode != 0  # fmt: skip
+    def status(h: str) -> dict:
+        colospec = unit_commands(next(u for u in units[h] if u.name.endswith("-runner.service")),
+                                 "ExecStart")[0][0]  # fmt: skip
+        return json.loads(hosts[h].run(colospec, "status", "--json", str(lab.host_dir(h))).stdout)
+
+    assert (status("a")["role"], status("a")["colo_mode"]) == ("primary", "primary")
+    assert (status("b")["role"], status("b")["colo_mode"]) == ("secondary", "secondary")
+
+    # A runner that dies is restarted by systemd and adopts its QEMU: still protected.
+    runner, qemu = f"colospec-{lab.name}-runner.service", f"colospec-{lab.name}-qemu.service"
+
+    def main_pid(h: str, unit: str) -> str:
+        return hosts[h].systemctl("show", "-P", "MainPID", unit).stdout.strip()
+
+    before, qemu_before = main_pid("b", runner), main_pid("b", qemu)
+    hosts["b"].systemctl("kill", "--signal=SIGKILL", runner)
+    lab.wait_for("systemd to restart b's runner", lambda: main_pid("b", runner) not in
+                 (before, "0") and hosts["b"].systemctl("is-active", runner, check=False)
+                 .stdout.strip() == "active")  # fmt: skip
+    assert main_pid("b", qemu) == qemu_before, "the runner's restart restarted QEMU"
+    assert (status("b")["role"], status("b")["colo_mode"]) == ("secondary", "secondary")
+    assert status("a")["peer"]["reachable"]
+
+    hosts["a"].systemctl("kill", "--signal=SIGKILL", qemu)
+
+    def b_took_over() -> bool:
+        s = status("b")
+        return (s["role"], s["colo_mode"], s["vm_status"]) == ("primary", "none", "running")
+
+    lab.wait_for("b takes over", b_took_over)
+    assert status("b")["last_failover"]["reason"]
+
+    # Stopping the target stops everything it started and removes the tap. systemctl
+    # returns once the target itself is down: it stops first, being ordered after the rest.
+    for h, sd in hosts.items():
+        sd.systemctl("stop", target)
+        names = [u.name for u in units[h]]
+        lab.wait_for(f"{h}'s units to stop", lambda sd=sd, names=names: set(
+            sd.systemctl("is-active", *names, check=False).stdout.split()
+        ) <= {"inactive", "failed"})  # fmt: skip
+        tap = subprocess.run(["ip", "-n", lab.ns[h], "link", "show", f"tap-{lab.name}"],
+                             capture_output=True)  # fmt: skip
+        assert tap.returncode != 0, f"{h}: the tap outlived its unit"
