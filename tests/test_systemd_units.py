@@ -106,6 +106,11 @@ def check_pair_under_systemd(lab: PairLab, hosts: dict[str, SystemdHost]) -> Non
     assert main_pid("b", qemu) == qemu_before, "the runner's restart restarted QEMU"
     assert (status("b")["role"], status("b")["colo_mode"]) == ("secondary", "secondary")
     assert status("a")["peer"]["reachable"]
+    # The same for an operator's restart of a runner (e.g. after upgrading colospec).
+    qemu_before = main_pid("a", qemu)
+    hosts["a"].systemctl("restart", runner)
+    assert main_pid("a", qemu) == qemu_before, "restarting the runner restarted QEMU"
+    assert (status("a")["role"], status("a")["colo_mode"]) == ("primary", "primary")
 
     hosts["a"].systemctl("kill", "--signal=SIGKILL", qemu)
 
