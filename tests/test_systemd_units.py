@@ -121,10 +121,12 @@ def check_pair_under_systemd(lab: PairLab, hosts: dict[str, SystemdHost]) -> Non
     lab.wait_for("b takes over", b_took_over)
     assert status("b")["last_failover"]["reason"]
 
-    # Stopping the target stops everything it started and removes the tap. systemctl
-    # returns once the target itself is down: it stops first, being ordered after the rest.
-    for h, sd in hosts.items():
-        sd.systemctl("stop", target)
+    # Stopping the target, or the runner (the end of protection), stops everything and
+    # removes the tap. systemctl returns once the target itself is down: it stops first,
+    # being ordered after the rest.
+    for h, what in (("a", target), ("b", runner)):
+        sd = hosts[h]
+        sd.systemctl("stop", what)
         names = [u.name for u in units[h]]
         lab.wait_for(f"{h}'s units to stop", lambda sd=sd, names=names: set(
             sd.systemctl("is-active", *names, check=False).stdout.split()
