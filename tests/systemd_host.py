@@ -83,6 +83,8 @@ class SystemdHost:
         self.close()
 
     def _boot(self) -> None:
+        if not SYSTEMD.exists():
+            raise RuntimeError(f"{SYSTEMD} missing: set up with the README's test command")
         self.units.mkdir()
         (self.state / "journald.conf").write_text(JOURNALD_CONF)
         (self.units / BOOT_TARGET).write_text(BOOT_TARGET_UNIT)
