@@ -92,14 +92,15 @@ class SystemdHost:
             (self.units / unit).symlink_to("/dev/null")
         tty = self._open_console()
         self.cgroup.mkdir()
-        self.proc = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.netns}", "--",
-             "unshare", "--pid", "--fork", "--mount", "--mount-proc", "--uts", "--ipc",
-             "--kill-child=SIGKILL", str(HERE / "systemd-root.sh"), "cgroup", str(self.cgroup),
-             str(self.state), tty, *(str(p) for p in self.shared)],
-            stdin=subprocess.DEVNULL, stdout=self.console_log.open("ab"),
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        with self.console_log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                ["nsenter", f"--net=/run/netns/{self.netns}", "--",
+                 "unshare", "--pid", "--fork", "--mount", "--mount-proc", "--uts", "--ipc",
+                 "--kill-child=SIGKILL", str(HERE / "systemd-root.sh"), "cgroup",
+                 str(self.cgroup), str(self.state), tty, *(str(p) for p in self.shared)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
         deadline = time.monotonic() + self.boot_timeout
         while True:
             if self.pid is None:
