@@ -6,6 +6,7 @@ colospec-<pair>.target pulls in, in order:
   -qemu.service              QEMU itself, never restarted by systemd
   -runner.service            `colospec run --attach`: QMP sequence, heartbeats, failover;
                              Type=notify, ready once COLO mode is reached
+Stopping the target stops them all (PropagatesStopTo=); nothing restarts QEMU with them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ def render_units(
         "host": host,
         "lay": lay,
         "units": {p: lay.unit(p) for p in ("disks", "network", "qemu", "runner")},
-        "target": lay.unit(),
         "qemu_argv": qemu_argv,
         "disks_argv": [colospec, "prepare", "disks", lay.installed_dir],
         "network_up_argv": [colospec, "prepare", "network", lay.installed_dir],
