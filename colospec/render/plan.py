@@ -75,19 +75,9 @@ def heartbeat_paths(host: Host, peer: Host) -> list[dict[str, str]]:
 def render_plan(pair: Pair, host: Host, scripts: list[str]) -> dict[str, Any]:
     syntax = syntax_for(pair.qemu.version)
     assert syntax is not None, "validated before rendering"
-    lay, peer = pair.layout(host), pair.peer_of(host)
-    ports = pair.replication.ports
-    scratch = (
-        {"active": lay.active_disk, "hidden": lay.hidden_disk} if host.role == "secondary" else None
-    )
+    lay = pair.layout(host)
     return {
-        "format": PLAN_FORMAT,
-        "generator": f"colospec {__version__}",
-        "spec_sha256": pair.spec_sha256,
-        "pair": pair.name,
-        "flavor": pair.flavor,
-        "host": {"name": host.name, "role": host.role, "address": host.address},
-        "peer": {"name": peer.name, "role": peer.role, "address": peer.address},
+        **plan_header(pair, host),
         "qemu": {
             "binary": pair.qemu.binary,
             "version": pair.qemu.version,
@@ -105,42 +95,77 @@ def render_plan(pair: Pair, host: Host, scripts: list[str]) -> dict[str, Any]:
             },
             "known_defects": [d.id for d in defects_for(pair.qemu.version, pair.vm.accel)],
         },
-        "disks": {
-            "base": {"path": host.image, "format": pair.vm.disk.format},
-            "scratch": scratch,
-        },
-        "network": {
-            "tap": host.tap,
-            "tap_mac": tap_mac(pair.name, host.name),
-            "bridge": host.bridge,
-            "script": "tc.sh",
-        },
-        "heartbeat": {
-            "port": ports.heartbeat,
-            "paths": heartbeat_paths(host, peer),
-            "interval_ms": pair.failover.heartbeat_interval_ms,
-            "missed": pair.failover.missed_heartbeats,
-            # The peer QEMU's NBD server: answers while that QEMU lives.
-            "peer_qemu_probe": {"address": peer.address, "port": ports.nbd},
-        },
+        "disks": disks_section(pair, host),
+        "network": network_section(pair, host),
+        "heartbeat": heartbeat_section(pair, host),
         "steps": plan_steps(host, scripts),
-        "failover": {
-            # promoted_after: the command after which this host serves alone; what follows
-            # prepares it to protect the guest again and is not part of the pause.
-            "as_primary": {
-                "script": "qmp/90-failover-as-primary.json",
-                "on_error": "continue",
-                "promoted_after": "x-colo-lost-heartbeat",
-            },
-            "as_secondary": {
-                "script": "qmp/91-failover-as-secondary.json",
-                "on_error": "continue",
-                "promoted_after": "announce-self",
-            },
+        "failover": failover_section(),
+        "units": units_section(pair, host),
+    }
+
+
+# The sections below are the same in every flavour's plan.
+
+
+def plan_header(pair: Pair, host: Host) -> dict[str, Any]:
+    peer = pair.peer_of(host)
+    return {
+        "format": PLAN_FORMAT,
+        "generator": f"colospec {__version__}",
+        "spec_sha256": pair.spec_sha256,
+        "pair": pair.name,
+        "flavor": pair.flavor,
+        "host": {"name": host.name, "role": host.role, "address": host.address},
+        "peer": {"name": peer.name, "role": peer.role, "address": peer.address},
+    }
+
+
+def disks_section(pair: Pair, host: Host) -> dict[str, Any]:
+    lay = pair.layout(host)
+    scratch = (
+        {"active": lay.active_disk, "hidden": lay.hidden_disk} if host.role == "secondary" else None
+    )
+    return {"base": {"path": host.image, "format": pair.vm.disk.format}, "scratch": scratch}
+
+
+def network_section(pair: Pair, host: Host) -> dict[str, Any]:
+    return {
+        "tap": host.tap,
+        "tap_mac": tap_mac(pair.name, host.name),
+        "bridge": host.bridge,
+        "script": "tc.sh",
+    }
+
+
+def heartbeat_section(pair: Pair, host: Host) -> dict[str, Any]:
+    peer, ports = pair.peer_of(host), pair.replication.ports
+    return {
+        "port": ports.heartbeat,
+        "paths": heartbeat_paths(host, peer),
+        "interval_ms": pair.failover.heartbeat_interval_ms,
+        "missed": pair.failover.missed_heartbeats,
+        # The peer QEMU's NBD server: answers while that QEMU lives.
+        "peer_qemu_probe": {"address": peer.address, "port": ports.nbd},
+    }
+
+
+def failover_section() -> dict[str, Any]:
+    # promoted_after: the command after which this host serves alone; what follows
+    # prepares it to protect the guest again and is not part of the pause.
+    return {
+        "as_primary": {
+            "script": "qmp/90-failover-as-primary.json",
+            "on_error": "continue",
+            "promoted_after": "x-colo-lost-heartbeat",
         },
-        "units": {
-            "target": lay.unit(),
-            "qemu": lay.unit("qemu"),
-            "runner": lay.unit("runner"),
+        "as_secondary": {
+            "script": "qmp/91-failover-as-secondary.json",
+            "on_error": "continue",
+            "promoted_after": "announce-self",
         },
     }
+
+
+def units_section(pair: Pair, host: Host) -> dict[str, str]:
+    lay = pair.layout(host)
+    return {"target": lay.unit(), "qemu": lay.unit("qemu"), "runner": lay.unit("runner")}

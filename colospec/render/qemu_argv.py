@@ -67,12 +67,18 @@ def _common(pair: Pair, host: Host) -> list[str]:
     rom = [] if vm.nic.boot_rom else [("romfile", "")]
     args += _opt("-device", vm.nic.model, ("id", "nic0"), ("netdev", m.NETDEV_ID),
                  ("mac", vm.nic.mac.lower()), *rom)  # fmt: skip
-    if vm.kernel:
-        args += ["-kernel", vm.kernel.path]
-        if vm.kernel.initrd:
-            args += ["-initrd", vm.kernel.initrd]
-        if vm.kernel.append is not None:
-            args += ["-append", vm.kernel.append]
+    return args + kernel_args(vm)
+
+
+def kernel_args(vm: m.Vm) -> list[str]:
+    """Direct kernel boot, when the spec asks for it."""
+    if not vm.kernel:
+        return []
+    args = ["-kernel", vm.kernel.path]
+    if vm.kernel.initrd:
+        args += ["-initrd", vm.kernel.initrd]
+    if vm.kernel.append is not None:
+        args += ["-append", vm.kernel.append]
     return args
 
 

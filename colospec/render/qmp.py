@@ -111,6 +111,20 @@ def failover_as_primary(pair: Pair, syntax: QemuSyntax) -> list[Command]:
     ]  # fmt: skip
 
 
+def takeover_as_secondary() -> list[Command]:
+    """qemu-colo.rst's secondary failover, both flavours: stop replicating, take over,
+    detach the redirectors and tell the LAN where the guest's MAC now lives."""
+    return [
+        {"execute": "nbd-server-stop"},
+        {"execute": "x-colo-lost-heartbeat"},
+        _args("object-del", {"id": "f2"}),
+        _args("object-del", {"id": "f1"}),
+        _args("chardev-remove", {"id": "red1"}),
+        _args("chardev-remove", {"id": "red0"}),
+        _args("announce-self", dict(ANNOUNCE)),
+    ]
+
+
 def failover_as_secondary(pair: Pair, host: Host) -> list[Command]:
     """The primary is gone: take over, tell the LAN where the guest's MAC now lives, and
     open the channels a future secondary would connect to (qemu-colo.rst's last step)."""
@@ -124,13 +138,7 @@ def failover_as_secondary(pair: Pair, host: Host) -> list[Command]:
         return {"type": "unix", "data": {"path": lay.local_socket(name)}}
 
     return [
-        {"execute": "nbd-server-stop"},
-        {"execute": "x-colo-lost-heartbeat"},
-        _args("object-del", {"id": "f2"}),
-        _args("object-del", {"id": "f1"}),
-        _args("chardev-remove", {"id": "red1"}),
-        _args("chardev-remove", {"id": "red0"}),
-        _args("announce-self", dict(ANNOUNCE)),
+        *takeover_as_secondary(),
         socket("mirror0", _inet(host.address, ports.mirror), True),
         socket("compare1", _inet(host.address, ports.compare), True),
         socket("compare0", unix("compare0"), True),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from colospec import model as m
 from colospec.model import Host, Pair
 from colospec.qemu_opts import OptValue, format_opts
-from colospec.render.qemu_argv import GENERATED_HEADER
+from colospec.render.qemu_argv import GENERATED_HEADER, kernel_args
 
 # The guide's ids: its QMP sequences and RDMA-Paxos refer to them.
 BASE_NODE = "node0"  # secondary: the base image's node, exported over NBD as colo-disk0
@@ -65,13 +65,7 @@ def _common(pair: Pair, host: Host) -> list[str]:
     if vm.machine != "pc":  # the guide relies on QEMU's default machine, pc
         args += ["-machine", vm.machine]
     args += ["-device", "piix3-usb-uhci"]
-    if vm.kernel:
-        args += ["-kernel", vm.kernel.path]
-        if vm.kernel.initrd:
-            args += ["-initrd", vm.kernel.initrd]
-        if vm.kernel.append is not None:
-            args += ["-append", vm.kernel.append]
-    return args
+    return args + kernel_args(vm)
 
 
 def _netdev(pair: Pair, host: Host) -> list[str]:

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from colospec import __version__
 from colospec.model import Host, Pair
-from colospec.render.plan import PLAN_FORMAT, _qmp_step, _step, heartbeat_paths, tap_mac
+from colospec.render.plan import (
+    _qmp_step,
+    _step,
+    disks_section,
+    failover_section,
+    heartbeat_section,
+    network_section,
+    plan_header,
+    units_section,
+)
 from colospec.versions import defects_for
 
 # Commands the runner itself sends, beyond the scripts' (qemu_check has query-qmp-schema).
@@ -51,19 +59,10 @@ def render_vmft_plan(
 ) -> dict[str, Any]:
     vmft = pair.vmft
     assert vmft is not None, "validated before rendering"
-    lay, peer, ports = pair.layout(host), pair.peer_of(host), pair.replication.ports
-    scratch = (
-        {"active": lay.active_disk, "hidden": lay.hidden_disk} if host.role == "secondary" else None
-    )
+    lay = pair.layout(host)
     commands = {c["execute"] for cmds in scripts.values() for c in cmds} | set(RUNNER_COMMANDS)
     return {
-        "format": PLAN_FORMAT,
-        "generator": f"colospec {__version__}",
-        "spec_sha256": pair.spec_sha256,
-        "pair": pair.name,
-        "flavor": pair.flavor,
-        "host": {"name": host.name, "role": host.role, "address": host.address},
-        "peer": {"name": peer.name, "role": peer.role, "address": peer.address},
+        **plan_header(pair, host),
         "qemu": {
             "binary": pair.qemu.binary,
             "version": pair.qemu.version,
@@ -85,43 +84,13 @@ def render_vmft_plan(
             },
             "known_defects": [d.id for d in defects_for(pair.qemu.version, pair.vm.accel)],
         },
-        "disks": {
-            "base": {"path": host.image, "format": pair.vm.disk.format},
-            "scratch": scratch,
-        },
+        "disks": disks_section(pair, host),
         "network": {
-            "tap": host.tap,
-            "tap_mac": tap_mac(pair.name, host.name),
-            "bridge": host.bridge,
-            "script": "tc.sh",
+            **network_section(pair, host),
             "ingress_redirect": [{"from": host.tap, "to": vmft.ifb_for(host.tap)}],
         },
-        "heartbeat": {
-            "port": ports.heartbeat,
-            "paths": heartbeat_paths(host, peer),
-            "interval_ms": pair.failover.heartbeat_interval_ms,
-            "missed": pair.failover.missed_heartbeats,
-            # The peer QEMU's NBD server: answers while that QEMU lives.
-            "peer_qemu_probe": {"address": peer.address, "port": ports.nbd},
-        },
+        "heartbeat": heartbeat_section(pair, host),
         "steps": vmft_steps(host),
-        "failover": {
-            # promoted_after: the command after which this host serves alone; what follows
-            # prepares it to protect the guest again and is not part of the pause.
-            "as_primary": {
-                "script": "qmp/90-failover-as-primary.json",
-                "on_error": "continue",
-                "promoted_after": "x-colo-lost-heartbeat",
-            },
-            "as_secondary": {
-                "script": "qmp/91-failover-as-secondary.json",
-                "on_error": "continue",
-                "promoted_after": "announce-self",
-            },
-        },
-        "units": {
-            "target": lay.unit(),
-            "qemu": lay.unit("qemu"),
-            "runner": lay.unit("runner"),
-        },
+        "failover": failover_section(),
+        "units": units_section(pair, host),
     }

@@ -13,7 +13,11 @@ from typing import Any
 from colospec import model as m
 from colospec.model import Host, Pair
 from colospec.qemu_opts import format_opts
-from colospec.render.qmp import ANNOUNCE, primary_liveness_beacon, x_colo_capability
+from colospec.render.qmp import (
+    primary_liveness_beacon,
+    takeover_as_secondary,
+    x_colo_capability,
+)
 from colospec.render.vmft_argv import BASE_NODE
 
 Command = dict[str, Any]
@@ -76,15 +80,7 @@ def failover_as_primary() -> list[Command]:
 def failover_as_secondary() -> list[Command]:
     """The primary is gone: take over, detach the redirectors from RDMA-Paxos's sockets and
     tell the LAN where the guest's MAC now lives."""
-    return [
-        {"execute": "nbd-server-stop"},
-        {"execute": "x-colo-lost-heartbeat"},
-        _args("object-del", {"id": "f2"}),
-        _args("object-del", {"id": "f1"}),
-        _args("chardev-remove", {"id": "red1"}),
-        _args("chardev-remove", {"id": "red0"}),
-        _args("announce-self", dict(ANNOUNCE)),
-    ]
+    return takeover_as_secondary()
 
 
 def render_vmft_qmp_scripts(pair: Pair, host: Host) -> dict[str, list[Command]]:
