@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from qemu.qmp import ConnectError, QMPClient
 
 from conftest import ROOT
+from test_real_qemu import qmp_session
 
 HERE = ROOT / "tests" / "qemu-tcg"
 SCRIPT = HERE / "build-qemu.sh"
@@ -229,22 +229,6 @@ def test_patched_qemu_is_7_2_with_the_patch():
     assert "colospec colo-tcg" in first, first
 
 
-async def qmp(socket: str, *commands: str) -> list:
-    client = QMPClient("colospec-test")
-    for _ in range(200):
-        try:
-            await client.connect(socket)
-            break
-        except (OSError, ConnectError):
-            await asyncio.sleep(0.05)
-    else:
-        raise AssertionError(f"no QMP on {socket}")
-    try:
-        return [await client.execute(c) for c in commands]
-    finally:
-        await client.disconnect()
-
-
 def run_and_query(binary: str, args: list[str], *commands: str) -> list:
     with tempfile.TemporaryDirectory(prefix="cs-") as tmp:  # unix socket paths must stay short
         sock = f"{tmp}/qmp.sock"
@@ -260,7 +244,7 @@ def run_and_query(binary: str, args: list[str], *commands: str) -> list:
                 proc.wait(timeout=0.5)
             if proc.returncode is not None:
                 raise AssertionError(f"QEMU exited {proc.returncode}: {proc.stderr.read()}")
-            return asyncio.run(qmp(sock, *commands))
+            return asyncio.run(qmp_session(sock, *commands))
         finally:
             proc.kill()
             proc.wait()

@@ -28,7 +28,7 @@ QEMU = "/usr/bin/qemu-system-x86_64"
 
 async def qmp_session(socket: str, *commands: str | tuple[str, dict]) -> list:
     client = QMPClient("colospec-test")
-    for _ in range(100):
+    for _ in range(200):  # a hang guard: QEMU under load can take seconds to listen
         try:
             await client.connect(socket)
             break

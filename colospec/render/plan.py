@@ -79,13 +79,7 @@ def render_plan(pair: Pair, host: Host, scripts: list[str]) -> dict[str, Any]:
     return {
         **plan_header(pair, host),
         "qemu": {
-            "binary": pair.qemu.binary,
-            "version": pair.qemu.version,
-            "accel": pair.vm.accel,
-            "args_file": "qemu.args",
-            "run_dir": lay.run_dir,
-            "qmp_socket": lay.qmp_socket,
-            "pidfile": lay.pidfile,
+            **qemu_section(pair, host),
             "console_log": lay.console_log,
             "requires": {
                 "commands": sorted(syntax.required_commands),
@@ -117,6 +111,20 @@ def plan_header(pair: Pair, host: Host) -> dict[str, Any]:
         "flavor": pair.flavor,
         "host": {"name": host.name, "role": host.role, "address": host.address},
         "peer": {"name": peer.name, "role": peer.role, "address": peer.address},
+    }
+
+
+def qemu_section(pair: Pair, host: Host) -> dict[str, Any]:
+    """Where QEMU runs; each flavour adds what it requires of the binary."""
+    lay = pair.layout(host)
+    return {
+        "binary": pair.qemu.binary,
+        "version": pair.qemu.version,
+        "accel": pair.vm.accel,
+        "args_file": "qemu.args",
+        "run_dir": lay.run_dir,
+        "qmp_socket": lay.qmp_socket,
+        "pidfile": lay.pidfile,
     }
 
 

@@ -18,6 +18,7 @@ from colospec.render.plan import (
     heartbeat_section,
     network_section,
     plan_header,
+    qemu_section,
     units_section,
 )
 from colospec.versions import defects_for
@@ -59,18 +60,11 @@ def render_vmft_plan(
 ) -> dict[str, Any]:
     vmft = pair.vmft
     assert vmft is not None, "validated before rendering"
-    lay = pair.layout(host)
     commands = {c["execute"] for cmds in scripts.values() for c in cmds} | set(RUNNER_COMMANDS)
     return {
         **plan_header(pair, host),
         "qemu": {
-            "binary": pair.qemu.binary,
-            "version": pair.qemu.version,
-            "accel": pair.vm.accel,
-            "args_file": "qemu.args",
-            "run_dir": lay.run_dir,
-            "qmp_socket": lay.qmp_socket,
-            "pidfile": lay.pidfile,
+            **qemu_section(pair, host),
             # RDMA-Paxos's group membership, which QEMU must find in its environment
             # (the qemu unit loads it; `colospec run` passes on its own environment).
             "env_file": ENV_FILE,
