@@ -19,9 +19,11 @@ def test_status_without_a_runner_reports_what_it_can(tmp_path):
     out = tmp_path / "out"
     assert colospec("build", "examples/pair.yaml", "-o", str(out)).returncode == 0
     result = colospec("status", "--json", str(out / "web1/node-a"))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # as `systemctl status`: not running
     status = json.loads(result.stdout)
-    assert list(status) == ["role", "colo_mode", "vm_status", "qemu_pid", "peer", "last_failover"]
+    assert list(status) == [
+        "role", "colo_mode", "vm_status", "qemu_pid", "peer", "last_failover", "runner"
+    ]  # fmt: skip
     assert status["qemu_pid"] is None and status["peer"]["name"] == "node-b"
     text = colospec("status", str(out / "web1/node-a"))
     assert "runner:        not running" in text.stdout

@@ -17,6 +17,7 @@ import yaml
 
 from colospec.compile import check_spec, render_pair
 from colospec.qemu_opts import parse_opts
+from colospec.render.vmft_plan import ENV_FILE
 from colospec.runner.qemu_check import QemuCheckError, check_qemu
 
 from conftest import ROOT, VMFT_VALID, qemu_args
@@ -89,7 +90,8 @@ def test_vmft_layout_invariants(spec):
         # RDMA-Paxos's membership: where the qemu unit loads it from, and what it says
         env = env_file(files[f"{host.name}/build/rdma-paxos.env"].text)
         unit = files[f"{host.name}/systemd/colospec-{pair.name}-qemu.service"].text
-        assert f"EnvironmentFile={lay.installed_dir}/{plan['qemu']['env_file']}\n" in unit
+        assert f"EnvironmentFile={lay.installed_dir}/{ENV_FILE}\n" in unit
+        assert plan["qemu"]["env"] == env  # what `colospec run` gives QEMU
         assert env["config_path"] == f"{lay.installed_dir}/build/nodes.local.cfg"
         sizes.add(env["group_size"])
     members = [r.split("/")[0] for r in files if r.endswith("build/rdma-paxos.env")]

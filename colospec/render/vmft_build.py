@@ -52,10 +52,22 @@ def render_vmft_tc_script(pair: Pair, host: Host) -> str:
     )  # fmt: skip
 
 
+def paxos_env(pair: Pair, member: Member) -> dict[str, str]:
+    """RDMA-Paxos's settings, which it reads from its process's environment: the one source
+    of build/rdma-paxos.env (for the qemu unit and the witness) and of plan.json's
+    qemu.env (for `colospec run`)."""
+    installed = f"{pair.runtime.artifacts_dir.rstrip('/')}/{pair.name}/{member.name}"
+    return {
+        "server_type": "start",
+        "server_idx": str(member.idx),
+        "group_size": str(len(paxos_members(pair))),
+        "config_path": f"{installed}/build/nodes.local.cfg",
+    }
+
+
 def render_build_dir(pair: Pair, member: Member) -> dict[str, str]:
     """{'build/…': text} for one Paxos member (a host, or the witness)."""
     vmft, members = _vmft(pair), paxos_members(pair)
-    installed = f"{pair.runtime.artifacts_dir.rstrip('/')}/{pair.name}/{member.name}"
     ctx = {"pair": pair, "node": member.name, "role": member.role}
     script = render_template(
         "vmft-build.sh.j2", **ctx, root=vmft.root, witness=member.role == "witness",
@@ -66,10 +78,7 @@ def render_build_dir(pair: Pair, member: Member) -> dict[str, str]:
         "vmft-nodes.local.cfg.j2", **ctx, members=members, db_name=f"colospec-{pair.name}",
         hb_period=pair.failover.heartbeat_interval_ms / 1000,
     )  # fmt: skip
-    env = render_template(
-        "vmft-rdma-paxos.env.j2", **ctx, idx=member.idx, group_size=len(members),
-        config_path=f"{installed}/build/nodes.local.cfg",
-    )  # fmt: skip
+    env = render_template("vmft-rdma-paxos.env.j2", **ctx, env=paxos_env(pair, member))
     return {"build/build.sh": script, "build/nodes.local.cfg": config, "build/rdma-paxos.env": env}
 
 

@@ -21,12 +21,13 @@ from colospec.render.plan import (
     qemu_section,
     units_section,
 )
+from colospec.render.vmft_build import paxos_env, paxos_members
 from colospec.versions import defects_for
 
 # Commands the runner itself sends, beyond the scripts' (qemu_check has query-qmp-schema).
 RUNNER_COMMANDS = ("query-colo-status", "query-status")
 BUILD_SCRIPT = "build/build.sh"
-ENV_FILE = "build/rdma-paxos.env"
+ENV_FILE = "build/rdma-paxos.env"  # the qemu unit's EnvironmentFile=, which holds qemu.env
 
 
 def vmft_steps(host: Host) -> list[dict[str, Any]]:
@@ -61,13 +62,14 @@ def render_vmft_plan(
     vmft = pair.vmft
     assert vmft is not None, "validated before rendering"
     commands = {c["execute"] for cmds in scripts.values() for c in cmds} | set(RUNNER_COMMANDS)
+    member = next(m for m in paxos_members(pair) if m.name == host.name)
     return {
         **plan_header(pair, host),
         "qemu": {
             **qemu_section(pair, host),
-            # RDMA-Paxos's group membership, which QEMU must find in its environment
-            # (the qemu unit loads it; `colospec run` passes on its own environment).
-            "env_file": ENV_FILE,
+            # RDMA-Paxos's group membership, which QEMU must find in its environment:
+            # `colospec run` adds these to its own; the qemu unit loads ENV_FILE instead.
+            "env": paxos_env(pair, member),
             "build_script": f"{pair.name}/{host.name}/{BUILD_SCRIPT}",
             "requires": {
                 "commands": sorted(commands),

@@ -106,23 +106,64 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+# `colospec status` exits as `systemctl status` does: 0 while the runner runs, 3 when not.
+STATUS_RUNNING, STATUS_NOT_RUNNING = 0, 3
+STATUS_KEYS = ("role", "colo_mode", "vm_status", "qemu_pid", "peer", "last_failover", "runner")
+STATUS_HELP = """role, COLO mode, VM status, QEMU pid, peer, last failover, runner. Exit status 0
+while this host's runner answers, 3 when it does not (as `systemctl status`). --json prints
+exactly the keys role, colo_mode, vm_status, qemu_pid, peer ({name, reachable, paths}),
+last_failover and runner ("running" or "not running"); null where unknown (text: "-").
+Without a runner: qemu_pid; role while QEMU runs; last_failover only from the runner's
+state file written for that QEMU, not an earlier run's."""
+
+
 def _offline_status(arts: HostArtifacts) -> dict[str, Any]:
-    """What can be known without a runner: the state file and whether QEMU lives."""
+    """What can be known without a runner: whether QEMU lives, and the state file if it
+    belongs to that QEMU (an earlier run's role and failover are not this run's)."""
     from colospec.runner import control
     from colospec.runner.qemu_proc import QemuProcess
 
     q = arts.plan["qemu"]
-    state = control.read_state(arts.run_dir)
     pid = QemuProcess(q["binary"], q["pidfile"], q["qmp_socket"]).find_running()
+    state = control.read_state(arts.run_dir)
+    current = state if pid is not None and state.get("qemu_pid") == pid else {}
     return {
-        "role": state.get("role", arts.role) if pid else None,
+        "role": current.get("role", arts.role) if pid else None,
         "colo_mode": None,
         "vm_status": None,
         "qemu_pid": pid,
         "peer": {"name": arts.plan["peer"]["name"], "reachable": None, "paths": []},
-        "last_failover": state.get("last_failover"),
-        "runner": "not running",
+        "last_failover": current.get("last_failover"),
     }
+
+
+def _status_lines(arts: HostArtifacts, status: dict[str, Any]) -> list[str]:
+    """One "label: value" line per field; "-" for anything unknown."""
+
+    def shown(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    peer = status.get("peer") or {}
+    reachable = {True: "yes", False: "no"}.get(peer.get("reachable"), "-")
+    if peer.get("paths"):
+        reachable += f" ({', '.join(peer['paths'])})"
+    last = status.get("last_failover")
+    if last:
+        failover = f"{last['time']} — {last['reason']}"
+    else:  # only a runner knows that there was none
+        failover = "never" if status["runner"] == "running" else "-"
+    rows = [
+        ("host", f"{arts.host} ({arts.pair})"),
+        ("runner", status["runner"]),
+        ("role", shown(status.get("role"))),
+        ("COLO mode", shown(status.get("colo_mode"))),
+        ("VM status", shown(status.get("vm_status"))),
+        ("QEMU pid", shown(status.get("qemu_pid"))),
+        ("peer", shown(peer.get("name"))),
+        ("reachable", reachable),
+        ("last failover", failover),
+    ]
+    return [f"{label + ':':<15}{value}".rstrip() for label, value in rows]
 
 
 @operator_errors
@@ -135,28 +176,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     arts = load_host_dir(args.dir)
     try:
-        status = asyncio.run(control.ask(arts.run_dir, {"cmd": "status"}, timeout=10))
+        reply = asyncio.run(control.ask(arts.run_dir, {"cmd": "status"}, timeout=10))
+        status = {**reply, "runner": "running"}
     except (OSError, ValueError, TimeoutError):
-        status = _offline_status(arts)
+        status = {**_offline_status(arts), "runner": "not running"}
     if args.json:
-        keys = ("role", "colo_mode", "vm_status", "qemu_pid", "peer", "last_failover")
-        print(json.dumps({k: status.get(k) for k in keys}, indent=2))
-        return 0
-    peer = status["peer"]
-    reach = {True: "reachable", False: "unreachable", None: "unknown"}[peer["reachable"]]
-    print(f"host:          {arts.host} ({arts.pair})")
-    print(f"role:          {status['role']}")
-    print(f"COLO mode:     {status['colo_mode']}")
-    print(f"VM status:     {status['vm_status']}")
-    print(f"QEMU pid:      {status['qemu_pid']}")
-    print(
-        f"peer:          {peer['name']} {reach} {'(' + ', '.join(peer['paths']) + ')' if peer['paths'] else ''}"
-    )
-    last = status.get("last_failover")
-    print(f"last failover: {last['time'] + ' — ' + last['reason'] if last else 'never'}")
-    if status.get("runner"):
-        print(f"runner:        {status['runner']}")
-    return 0
+        print(json.dumps({k: status.get(k) for k in STATUS_KEYS}, indent=2))
+    else:
+        print("\n".join(_status_lines(arts, status)))
+    return STATUS_RUNNING if status["runner"] == "running" else STATUS_NOT_RUNNING
 
 
 @operator_errors
@@ -194,7 +222,10 @@ def add_runner_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verbose", "-v", action="store_true", help="log QMP traffic")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="role, COLO mode, VM status, peer, last failover")
+    p = sub.add_parser(
+        "status", help="role, COLO mode, VM status, peer, last failover",
+        description=STATUS_HELP,
+    )  # fmt: skip
     host_dir(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)

@@ -9,7 +9,6 @@ import asyncio
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from colospec.runner import control
@@ -77,13 +76,10 @@ class BringUp:
         return f"{net['tap']} on {net['bridge']} (created: {', '.join(self.created_links) or '-'})"
 
     async def _step_start_qemu(self, step: dict) -> str:
-        env = None
-        if self.plan["qemu"].get("env_file"):  # e.g. vm-ft's RDMA-Paxos settings
-            env = {
-                **os.environ,
-                **read_env_file(self.arts.directory / self.plan["qemu"]["env_file"]),
-            }
-        pid = self.qemu.start(self.arts.qemu_argv, env=env)
+        # Variables QEMU needs beyond ours, e.g. vm-ft's RDMA-Paxos membership (the qemu
+        # unit gets the same from its EnvironmentFile=).
+        extra = self.plan["qemu"].get("env")
+        pid = self.qemu.start(self.arts.qemu_argv, env={**os.environ, **extra} if extra else None)
         return f"pid {pid}"
 
     async def _step_connect_qmp(self, step: dict) -> str:
@@ -150,17 +146,6 @@ class BringUp:
         if self.qemu.pid is not None and not self.qemu.alive:
             self._report(urgent=True, qemu="dead")
             raise RunError(f"QEMU exited ({self.qemu.exit_status()}) during bring-up")
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines, as systemd's EnvironmentFile= reads them (no shell expansion)."""
-    env = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith(("#", ";")) and "=" in line:
-            key, _, value = line.partition("=")
-            env[key.strip()] = value.strip().strip('"')
-    return env
 
 
 def run_network(action: str, *args: Any) -> Any:
