@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import jsonschema
@@ -93,33 +92,3 @@ def test_rebuild_replaces_stale_files_and_leaves_no_temporaries(tmp_path):
     assert not stale.exists()
     assert (out / "unrelated.txt").read_text() == "not ours"
     assert sorted(p.name for p in out.iterdir()) == ["unrelated.txt", "web1"]
-
-
-def test_failed_write_keeps_previous_output(tmp_path, monkeypatch):
-    from colospec import writer
-    from colospec.compile import Artifact
-
-    target = tmp_path / "web1"
-    writer.write_tree(target, {"a.txt": Artifact("old\n")})
-
-    class Boom(Exception):
-        pass
-
-    real_fchmod, calls = os.fchmod, []
-
-    def failing_fchmod(fd, mode):
-        calls.append(fd)
-        if len(calls) == 2:  # the second file of the new output
-            raise Boom
-        return real_fchmod(fd, mode)
-
-    monkeypatch.setattr(writer.os, "fchmod", failing_fchmod)
-    try:
-        writer.write_tree(target, {"a.txt": Artifact("new\n"), "b.txt": Artifact("x")})
-    except Boom:
-        pass
-    else:
-        raise AssertionError("the write should have failed")
-    assert (target / "a.txt").read_text() == "old\n"
-    assert not (target / "b.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["web1"]
