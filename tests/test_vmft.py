@@ -144,15 +144,20 @@ def test_spec_values_flow_into_every_vmft_artifact(tmp_path):
     assert "VMFT_ROOT='/srv/vmft2'" in files["node-a/build/build.sh"].text
 
 
-def test_a_two_member_paxos_group_warns_and_fails_under_strict():
+def test_a_two_member_paxos_group_warns_and_fails_under_strict(tmp_path):
+    # The guide's own group: the example without its witness.
+    text = EXAMPLE.read_text()
+    guide = tmp_path / "guide.yaml"
+    guide.write_text(text.replace("\n  witness: {name: node-c, address: 10.22.1.4}", ""))
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith("vmft:"))
     warning = "$.vmft: the Paxos group has two members (node-a, node-b)"
-    result = colospec("validate", "examples/vm-ft-seed.yaml")
+    result = colospec("validate", str(guide))
     assert result.returncode == 0, result.stderr
-    assert f"examples/vm-ft-seed.yaml:39:1: warning: {warning}" in result.stderr
-    strict = colospec("validate", "--strict", "examples/vm-ft-seed.yaml")
+    assert f"{guide}:{line}:1: warning: {warning}" in result.stderr
+    strict = colospec("validate", "--strict", str(guide))
     assert strict.returncode == 2
-    assert f"examples/vm-ft-seed.yaml:39:1: error: {warning}" in strict.stderr
-    with_witness = colospec("validate", "tests/cases/vmft-witness.yaml")
+    assert f"{guide}:{line}:1: error: {warning}" in strict.stderr
+    with_witness = colospec("validate", "--strict", str(EXAMPLE))
     assert with_witness.returncode == 0 and "Paxos group" not in with_witness.stderr
 
 
