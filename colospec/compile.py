@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from colospec.diagnostics import Diagnostic, SpecError
-from colospec.lint import lint_qemu_argv
+from colospec.lint import lint_extra_args
 from colospec.loader import LoadedSpec, load_spec
 from colospec.model import Host, Pair, build_pair
 from colospec.render.plan import render_plan
@@ -43,10 +44,17 @@ class Checked:
     warnings: list[Diagnostic]
 
 
-def check_spec(path: str | Path, *, strict: bool = False) -> Checked:
-    """Validate one spec file; raises SpecError with every error (and warning) found."""
+def check_spec(
+    path: str | Path, *, strict: bool = False, allow: frozenset[str] = frozenset()
+) -> Checked:
+    """Validate one spec file; raises SpecError with every error (and warning) found.
+
+    strict: warnings count as errors, except those whose rule is in allow.
+    """
     spec = load_spec(path)
-    errors = validate_schema(spec)
+    # A value the loader already objected to is not judged a second time by the schema.
+    seen = {d.path for d in spec.findings}
+    errors = [*spec.findings, *(d for d in validate_schema(spec) if d.path not in seen)]
     if errors:
         # Semantic rules assume schema-valid data; schema errors are reported alone.
         raise SpecError(errors)
@@ -55,7 +63,7 @@ def check_spec(path: str | Path, *, strict: bool = False) -> Checked:
     if not any(d.severity == "error" for d in found):
         found += _lint_argvs(pair, spec)
     if strict:
-        found = [Diagnostic(**{**d.__dict__, "severity": "error"}) for d in found]
+        found = [d if d.rule in allow else dataclasses.replace(d, severity="error") for d in found]
     errors = [d for d in found if d.severity == "error"]
     if errors:
         raise SpecError(found)
@@ -63,18 +71,14 @@ def check_spec(path: str | Path, *, strict: bool = False) -> Checked:
 
 
 def _lint_argvs(pair: Pair, spec: LoadedSpec) -> list[Diagnostic]:
+    """qemu.extra_args judged on each host, against that host's part of the command line."""
+    extra = list(pair.qemu.extra_args)
     out: set[Diagnostic] = set()
     for host in pair.hosts:
         argv = qemu_argv(pair, host)
-        first_extra = len(argv) - len(pair.qemu.extra_args)
-        for p in lint_qemu_argv(argv, first_extra):
-            if p.index < first_extra:
-                raise AssertionError(
-                    f"colospec rendered a bad QEMU argument {argv[p.index]!r}: {p.problem}"
-                )
-            out.add(
-                spec.diagnostic(("qemu", "extra_args", p.index - first_extra), p.problem, p.fix)
-            )
+        for p in lint_extra_args(argv[: len(argv) - len(extra)], extra):
+            path = ("qemu", "extra_args", p.index)
+            out.add(spec.diagnostic(path, p.problem, p.fix, rule=p.rule))
     return sorted(out)
 
 

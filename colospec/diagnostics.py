@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Severity = Literal["error", "warning"]
 PathT = tuple[str | int, ...]
@@ -32,9 +32,24 @@ class Diagnostic:
     path: str
     problem: str
     fix: str
+    # A stable id per check (e.g. "schema-pattern", "second-heartbeat-path"): what
+    # `validate --allow` names and `--format json` reports.
+    rule: str = "spec"
 
     def format(self) -> str:
         return f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.path}: {self.problem} — {self.fix}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.col,
+            "severity": self.severity,
+            "path": self.path,
+            "rule": self.rule,
+            "message": self.problem,
+            "hint": self.fix,
+        }
 
 
 class SpecError(Exception):

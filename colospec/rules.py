@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Callable, Iterator
 
 from colospec.diagnostics import Diagnostic
 from colospec.loader import LoadedSpec
 from colospec.model import ROLES, Pair, default_tap
-from colospec.versions import defects_for, supported_versions, syntax_for
+from colospec.versions import DEFECTS, defects_for, supported_versions, syntax_for
 
 Rule = Callable[[Pair, LoadedSpec], Iterator[Diagnostic]]
 RULES: list[Rule] = []
@@ -19,8 +20,23 @@ def rule(fn: Rule) -> Rule:
     return fn
 
 
+def rule_id(fn: Rule) -> str:
+    """A rule's stable id (what `validate --allow` names): its function's name."""
+    return fn.__name__.replace("_", "-")
+
+
 def check_rules(pair: Pair, spec: LoadedSpec) -> list[Diagnostic]:
-    return sorted(d for r in RULES for d in r(pair, spec))
+    # A rule that reports several distinct findings names them itself (known defects).
+    return sorted(
+        d if d.rule != "spec" else dataclasses.replace(d, rule=rule_id(r))
+        for r in RULES
+        for d in r(pair, spec)
+    )
+
+
+def allowable_rule_ids() -> set[str]:
+    """Every id a warning can carry."""
+    return {rule_id(r) for r in RULES} | {d.id for d in DEFECTS}
 
 
 @rule
@@ -193,7 +209,11 @@ def qemu_version_known(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     for defect in defects_for(version, pair.vm.accel):
         path = ("vm", "accel") if defect.accels != {"kvm", "tcg", "auto"} else ("qemu", "version")
         yield spec.diagnostic(
-            path, f"known QEMU defect {defect.id}: {defect.summary}", defect.fix, severity="warning"
+            path,
+            f"known QEMU defect {defect.id}: {defect.summary}",
+            defect.fix,
+            severity="warning",
+            rule=defect.id,
         )
 
 

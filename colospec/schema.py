@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import json
+import re
+from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
 import jsonschema
+from jsonschema import ValidationError
 
 from colospec.diagnostics import Diagnostic, PathT
 from colospec.loader import LoadedSpec
 from colospec.resources import resource_dir
 
 SCHEMA_FILE = "pair.v1.json"
+# Rule ids of schema diagnostics are "schema-<keyword>", except where a name says more.
+_RULE_IDS = {
+    "additionalProperties": "schema-unknown-key",
+    "minimum": "schema-range",
+    "maximum": "schema-range",
+}
 _JSON_TYPES = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}
 
 
@@ -25,6 +35,71 @@ def pair_schema() -> dict[str, Any]:
 
 def schema_text() -> str:
     return (resource_dir("schemas") / SCHEMA_FILE).read_text()
+
+
+# ECMA-262 regular expressions (what JSON Schema's `pattern` means) differ from Python's
+# where the schema could notice: `$` also matches before a final newline in Python, and
+# `.`, `\d`, `\w` mean more there. Each schema pattern is translated, never reinterpreted;
+# escapes the translation does not know are refused (tests/test_schema_patterns.py runs
+# every pattern against an ECMA-262 engine too).
+_ECMA_ESCAPES = {"d": "0-9", "w": "A-Za-z0-9_"}
+_ECMA_DOT = "[^\n\r\u2028\u2029]"
+_UNPORTABLE = set("sSbBDWcpPk")
+
+
+def ecma_regex(pattern: str) -> re.Pattern[str]:
+    """Compile a JSON Schema pattern so that Python's re matches what ECMA-262 matches."""
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            nxt = pattern[i + 1 : i + 2]
+            if nxt in _UNPORTABLE:
+                raise ValueError(f"pattern {pattern!r}: \\{nxt} is not portable to ECMA-262")
+            if nxt in _ECMA_ESCAPES:
+                out.append(_ECMA_ESCAPES[nxt] if in_class else f"[{_ECMA_ESCAPES[nxt]}]")
+            else:
+                out.append(ch + nxt)
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+            out.append(ch)
+        elif ch == "[":
+            if pattern[i + 1 : i + 2] == "]" or pattern[i + 1 : i + 3] == "^]":
+                raise ValueError(f"pattern {pattern!r}: [] and [^] mean other things in Python")
+            in_class = True
+            out.append(ch)
+        elif ch == "$":
+            out.append("\\Z")
+        elif ch == ".":
+            out.append(_ECMA_DOT)
+        else:
+            out.append(ch)
+        i += 1
+    return re.compile("".join(out))
+
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return ecma_regex(pattern)
+
+
+def _pattern(validator, pattern: str, instance: Any, schema) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _compiled(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _strict_integer(checker, instance: Any) -> bool:
+    # JSON Schema counts 2.0 as an integer; QEMU would be handed "-smp 2.0".
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    validators={"pattern": _pattern},
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer),
+)
 
 
 def _kind(value: Any) -> str:
@@ -59,10 +134,11 @@ def _schema_at(path: PathT) -> dict[str, Any]:
 
 def validate_schema(spec: LoadedSpec) -> list[Diagnostic]:
     """Every schema violation, as positioned diagnostics."""
-    validator = jsonschema.Draft202012Validator(pair_schema())
+    validator = _Validator(pair_schema())
     out: list[Diagnostic] = []
     for error in validator.iter_errors(spec.data):
-        out.extend(_diagnose(spec, error))
+        rule = _RULE_IDS.get(error.validator, f"schema-{error.validator}")
+        out.extend(dataclasses.replace(d, rule=rule) for d in _diagnose(spec, error))
     return sorted(set(out))
 
 
@@ -104,6 +180,8 @@ def _diagnose(spec: LoadedSpec, error: jsonschema.ValidationError) -> list[Diagn
         problem = f"expected {want}, got {_kind(value)}"
         if expected == "string" and isinstance(value, int | float | bool):
             fix = "quote the value" + (f": {hint}" if hint else "")
+        elif expected == "integer" and isinstance(value, float) and value.is_integer():
+            fix = f"write {int(value)}, without a fraction"
         else:
             fix = hint or f"write {want}"
         return [spec.diagnostic(path, problem, fix)]

@@ -211,37 +211,78 @@ def cmd_failover(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_runner_commands(sub: argparse._SubParsersAction) -> None:
+RUN_EXIT_CODES = """exit codes:
+  0  stopped on request (SIGTERM, Ctrl-C)
+  1  failed (a step, QEMU or its checks; the message says which)
+  3  this host's QEMU is gone (the peer was told at once)
+  4  fenced: the peer serves alone, so this host stood down"""
+_SIMPLE_EXIT_CODES = "exit codes:\n  0  success\n  1  failure"
+
+
+def add_runner_commands(sub: argparse._SubParsersAction, command) -> None:
+    """command(sub, name, help, example, exit codes) makes a subparser, as cli.py's own."""
+
     def host_dir(p: argparse.ArgumentParser) -> None:
         p.add_argument("dir", metavar="DIR", help="a built host directory, OUT/<pair>/<host>")
 
-    p = sub.add_parser("run", help="bring this host up from its artifacts, watch, fail over")
+    p = command(
+        sub,
+        "run",
+        "bring this host up from its artifacts, watch, fail over",
+        "colospec run /etc/colospec/web1/node-a",
+        RUN_EXIT_CODES,
+    )
     host_dir(p)
-    p.add_argument("--attach", action="store_true",
-                   help="QEMU, disks and network come from the systemd units")  # fmt: skip
+    p.add_argument(
+        "--attach", action="store_true", help="QEMU, disks and network come from the systemd units"
+    )
     p.add_argument("--verbose", "-v", action="store_true", help="log QMP traffic")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser(
-        "status", help="role, COLO mode, VM status, peer, last failover",
-        description=STATUS_HELP,
-    )  # fmt: skip
+    p = command(
+        sub,
+        "status",
+        "role, COLO mode, VM status, peer, last failover",
+        "colospec status --json /etc/colospec/web1/node-a",
+        "exit codes:\n  0  the runner answers\n  3  no runner answers\n"
+        "  1  the directory is not a built host directory",
+    )
+    p.description = STATUS_HELP
     host_dir(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("failover", help="fail over now (planned maintenance)")
+    p = command(
+        sub,
+        "failover",
+        "fail over now (planned maintenance)",
+        "colospec failover /etc/colospec/web1/node-a",
+        "exit codes:\n  0  failed over\n  1  refused, or no runner answers",
+    )
     host_dir(p)
-    p.add_argument("--force", action="store_true",
-                   help="promote a secondary even though its primary is alive")  # fmt: skip
+    p.add_argument(
+        "--force", action="store_true", help="promote a secondary even though its primary is alive"
+    )
     p.set_defaults(func=cmd_failover)
 
-    p = sub.add_parser("prepare", help="one preparation step (used by the systemd units)")
+    p = command(
+        sub,
+        "prepare",
+        "one preparation step (used by the systemd units)",
+        "colospec prepare disks /etc/colospec/web1/node-b",
+        _SIMPLE_EXIT_CODES,
+    )
     p.add_argument("what", choices=["disks", "network"])
     host_dir(p)
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("cleanup", help="remove what `prepare network` created")
+    p = command(
+        sub,
+        "cleanup",
+        "remove what `prepare network` created",
+        "colospec cleanup network /etc/colospec/web1/node-a",
+        _SIMPLE_EXIT_CODES,
+    )
     p.add_argument("what", choices=["network"])
     host_dir(p)
     p.set_defaults(func=cmd_cleanup)
