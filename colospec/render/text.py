@@ -14,13 +14,17 @@ _SYSTEMD_SAFE = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
 _SHELL_SAFE = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
 
 
-def systemd_quote(arg: str) -> str:
+def systemd_quote(arg: str, *, executable: bool = False) -> str:
     """One command-line word for ExecStart= (systemd.service(5), "Command lines").
 
-    '%' starts a specifier and '$' an environment variable everywhere, so both are
-    doubled; anything beyond a safe set is double-quoted with C-style escapes.
+    '%' starts a specifier everywhere and is doubled. '$' starts an environment variable
+    in the arguments only: systemd expands none in the executable's path, where a doubled
+    '$' would stay doubled (seen under systemd 252 by tests/test_systemd_quoting.py).
+    Anything beyond a safe set is double-quoted with C-style escapes.
     """
-    text = arg.replace("%", "%%").replace("$", "$$")
+    text = arg.replace("%", "%%")
+    if not executable:
+        text = text.replace("$", "$$")
     if _SYSTEMD_SAFE.fullmatch(text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -39,10 +43,11 @@ def exec_line(argv: list[str], indent: str = "    ") -> str:
     lines: list[list[str]] = []
     for i, arg in enumerate(argv):
         joins_flag = i > 1 and argv[i - 1].startswith("-") and not arg.startswith("-")
+        word = systemd_quote(arg, executable=i == 0)
         if joins_flag and len(lines[-1]) == 1:
-            lines[-1].append(systemd_quote(arg))
+            lines[-1].append(word)
         else:
-            lines.append([systemd_quote(arg)])
+            lines.append([word])
     return (" \\\n" + indent).join(" ".join(words) for words in lines)
 
 
