@@ -19,6 +19,7 @@ PARENT_NODE = "parent0-base"  # its node name: block-export-add needs a node, no
 SECONDARY_CHILD_ID = "childs0"  # secondary: the replication driver over active/hidden disks
 REPLICATION_NODE = "replication0"  # primary: replication child added over NBD
 NBD_NODE = "nbd0"  # primary: the NBD client under replication0
+VMFT_REPLICATION_NODE = "node0"  # vm-ft primary: the guide's drive_add -n buddy … node-name
 NBD_EXPORT = PARENT_ID
 QMP_TIMEOUT_S = 30
 
@@ -156,6 +157,13 @@ class Pair:
 
     def layout(self, host: Host) -> HostLayout:
         return HostLayout(self, host)
+
+    def replication_node(self, host: Host) -> str | None:
+        """The primary's replication child, whose I/O errors mean writes no longer reach
+        the secondary; None on the secondary."""
+        if host.role != "primary":
+            return None
+        return VMFT_REPLICATION_NODE if self.flavor == "vm-ft" else REPLICATION_NODE
 
 
 @dataclass(frozen=True)

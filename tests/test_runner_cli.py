@@ -22,8 +22,10 @@ def test_status_without_a_runner_reports_what_it_can(tmp_path):
     assert result.returncode == 3, result.stderr  # as `systemctl status`: not running
     status = json.loads(result.stdout)
     assert list(status) == [
-        "role", "colo_mode", "vm_status", "qemu_pid", "peer", "last_failover", "runner"
+        "role", "colo_mode", "vm_status", "qemu_pid", "peer", "last_failover", "runner",
+        "phase", "protected", "epoch",
     ]  # fmt: skip
+    assert status["protected"] is False  # no runner watches: nothing would fail over
     assert status["qemu_pid"] is None and status["peer"]["name"] == "node-b"
     text = colospec("status", str(out / "web1/node-a"))
     assert "runner:        not running" in text.stdout

@@ -70,3 +70,88 @@ def test_datagrams_from_other_pairs_or_addresses_are_ignored():
             await stranger.stop()
 
     asyncio.run(main())
+
+
+def receiver(updates: list) -> Heartbeat:
+    """b of a two-path pair, fed datagrams by hand (no sockets)."""
+    return Heartbeat(
+        "p", "b",
+        [HeartbeatPath("replication", "10.0.0.2", "10.0.0.1"),
+         HeartbeatPath("lan", "192.168.0.2", "192.168.0.1")],
+        PORT, 100, 3, on_peer_update=lambda: updates.append(1),
+    )  # fmt: skip
+
+
+def datagram(**fields) -> bytes:
+    import json
+
+    from colospec.runner.heartbeat import PROTOCOL
+
+    msg = {"v": PROTOCOL, "pair": "p", "from": "a", "boot": "b1", "seq": 1, **fields}
+    return json.dumps(msg).encode()
+
+
+def test_only_the_configured_peer_address_speaks_on_a_path():
+    updates: list = []
+    b = receiver(updates)
+    rep, lan = b.paths
+    # the peer's LAN address on the replication path, and a stranger's address
+    b._received(rep, datagram(qemu="dead"), ("192.168.0.1", PORT))
+    b._received(lan, datagram(qemu="dead"), ("192.168.0.66", PORT))
+    assert (b.peer.report, b.peer.last_seen, updates) == ({}, {}, [])
+    b._received(lan, datagram(qemu="running"), ("192.168.0.1", PORT))
+    assert b.peer.report["qemu"] == "running" and list(b.peer.last_seen) == ["lan"]
+
+
+def test_a_report_counts_once_whichever_path_brings_it_and_older_ones_never():
+    updates: list = []
+    b = receiver(updates)
+    rep, lan = b.paths
+    b._received(rep, datagram(seq=5, qemu="running"), ("10.0.0.1", PORT))
+    b._received(lan, datagram(seq=5, qemu="running"), ("192.168.0.1", PORT))
+    assert len(updates) == 1 and set(b.peer.last_seen) == {"replication", "lan"}
+    b._received(rep, datagram(seq=4, qemu="dead"), ("10.0.0.1", PORT))  # late, reordered
+    assert b.peer.report["seq"] == 5 and b.peer.report["qemu"] == "running"
+    b._received(rep, datagram(seq=6, qemu="dead"), ("10.0.0.1", PORT))
+    assert b.peer.report["qemu"] == "dead" and len(updates) == 2
+
+
+def test_a_restarted_peer_is_heard_from_its_first_report():
+    updates: list = []
+    b = receiver(updates)
+    rep = b.paths[0]
+    b._received(rep, datagram(seq=900, qemu="running"), ("10.0.0.1", PORT))
+    b._received(rep, datagram(boot="b2", seq=1, qemu="starting"), ("10.0.0.1", PORT))
+    assert b.peer.report["boot"] == "b2" and b.peer.report["qemu"] == "starting"
+
+
+def test_another_protocol_version_is_ignored():
+    updates: list = []
+    b = receiver(updates)
+    b._received(b.paths[0], datagram(v=1, qemu="dead"), ("10.0.0.1", PORT))
+    assert (b.peer.report, b.peer.last_seen, updates) == ({}, {}, [])
+
+
+def test_every_datagram_carries_what_the_sender_hears():
+    import json
+
+    sent: list = []
+
+    class Transport:
+        def sendto(self, data, addr):
+            sent.append((json.loads(data), addr))
+
+    updates: list = []
+    b = receiver(updates)
+    b._received(b.paths[1], datagram(qemu="running"), ("192.168.0.1", PORT))
+
+    class Endpoint:
+        def __init__(self, path):
+            self.path, self.transport = path, Transport()
+
+    b._endpoints = [Endpoint(p) for p in b.paths]
+    b.update(role="secondary")
+    b.send()
+    assert [(m["hears"], m["role"], addr[0]) for m, addr in sent] == [
+        (["lan"], "secondary", "10.0.0.1"), (["lan"], "secondary", "192.168.0.1")
+    ]  # fmt: skip

@@ -117,6 +117,7 @@ def test_without_a_runner_json_has_every_key_with_nulls_and_exits_3(host_dir):
         "role": None, "colo_mode": None, "vm_status": None, "qemu_pid": None,
         "peer": {"name": "node-a", "reachable": None, "paths": []},
         "last_failover": None, "runner": "not running",
+        "phase": None, "protected": False, "epoch": None,
     }  # fmt: skip
 
 
@@ -127,6 +128,8 @@ def test_without_a_runner_text_shows_unknowns_as_dashes_and_exits_3(host_dir):
     assert out.splitlines() == [
         "host:          node-b (web1)",
         "runner:        not running",
+        "protected:     NO",
+        "phase:         -",
         "role:          -",
         "COLO mode:     -",
         "VM status:     -",
@@ -134,6 +137,7 @@ def test_without_a_runner_text_shows_unknowns_as_dashes_and_exits_3(host_dir):
         "peer:          node-a",
         "reachable:     -",
         "last failover: -",
+        "epoch:         -",
     ]
 
 
@@ -171,6 +175,7 @@ def test_with_a_runner_answering_exits_0_and_says_running(host_dir):
         "role": "secondary", "colo_mode": "secondary", "vm_status": "running",
         "qemu_pid": 4242, "last_failover": None, "checkpoints": 17,
         "peer": {"name": "node-a", "reachable": True, "paths": ["replication", "lan"]},
+        "phase": "colo", "protected": True, "epoch": 0,
     }  # fmt: skip
     with answering_runner(host_dir, reply):
         code, out = status(host_dir, "--json")
@@ -184,6 +189,8 @@ def test_with_a_runner_answering_exits_0_and_says_running(host_dir):
     assert text.splitlines() == [
         "host:          node-b (web1)",
         "runner:        running",
+        "protected:     yes",
+        "phase:         colo",
         "role:          secondary",
         "COLO mode:     secondary",
         "VM status:     running",
@@ -191,4 +198,5 @@ def test_with_a_runner_answering_exits_0_and_says_running(host_dir):
         "peer:          node-a",
         "reachable:     yes (replication, lan)",
         "last failover: never",
+        "epoch:         0",
     ]

@@ -77,7 +77,7 @@ def test_systemd_runs_every_command_as_colospec_rendered_it(tmp_path):
         systemd.install_units(units)
         verify = systemd.run("systemd-analyze", "verify", "--man=no", "--generators=no",
                              *(f"/etc/systemd/system/{u.name}" for u in units), check=False)  # fmt: skip
-        systemd.systemctl("start", "--no-block", lay.unit("runner"))
+        systemd.systemctl("start", "--no-block", lay.unit())
         _wait_for(records, len(expected) - 1)
         systemd.systemctl("stop", lay.unit("network"))
         _wait_for(records, len(expected))

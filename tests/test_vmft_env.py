@@ -39,18 +39,19 @@ class RecordingQemu:
         return 4242
 
 
-class StartQemuOnly(BringUp):
-    """The runner's start-qemu step, with a QEMU that only records how it was started."""
+class RecordingSession:
+    """Stands in for the runner's QemuSession: only its process is used by start-qemu."""
 
-    def __init__(self, arts: HostArtifacts):
-        self.arts, self.plan, self.qemu = arts, arts.plan, RecordingQemu()
+    def __init__(self):
+        self.process = RecordingQemu()
 
 
 def environment_given_to_qemu(arts: HostArtifacts) -> dict[str, str]:
-    runner = StartQemuOnly(arts)
-    asyncio.run(runner._step_start_qemu({"id": "qemu", "kind": "start-qemu"}))
-    assert runner.qemu.argv == arts.qemu_argv
-    return dict(os.environ) if runner.qemu.env is None else runner.qemu.env
+    qemu = RecordingSession()
+    bringup = BringUp(arts, qemu, peer=None, attach=False, set_phase=print, stopping=bool)
+    asyncio.run(bringup._start_qemu({"id": "qemu", "kind": "start-qemu"}))
+    assert qemu.process.argv == arts.qemu_argv
+    return dict(os.environ) if qemu.process.env is None else qemu.process.env
 
 
 @pytest.mark.parametrize("spec", VMFT_VALID, ids=[p.stem for p in VMFT_VALID])

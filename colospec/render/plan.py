@@ -40,12 +40,14 @@ def plan_steps(host: Host, scripts: list[str]) -> list[dict[str, Any]]:
     if host.role == "secondary":
         steps += [
             _qmp_step("nbd-export", by_name["nbd-export"]),
+            *probe_peer_steps(host),
             _step("colo", "wait-colo", mode="secondary"),
         ]
     else:
         steps += [
             _qmp_step("liveness-beacon", by_name["liveness-beacon"]),
             _step("peer-nbd-export", "wait-peer", step="nbd-export"),
+            *probe_peer_steps(host),
             _qmp_step("replication-child", by_name["replication-child"]),
             # The secondary's redirectors must be connected before COLO starts, or the
             # first packets would reach only the primary.
@@ -55,6 +57,18 @@ def plan_steps(host: Host, scripts: list[str]) -> list[dict[str, Any]]:
         ]
     steps.append(_step("watch", "watch"))
     return steps
+
+
+def probe_peer_steps(host: Host) -> list[dict[str, Any]]:
+    """Check at bring-up that the peer's QEMU port answers this host: failover decisions
+    rely on that probe, and a firewall that rejects it is found now, not at a failover."""
+    if host.role == "secondary":
+        # The primary's port is its export-less NBD server, started by liveness-beacon.
+        return [
+            _step("peer-beacon", "wait-peer", step="liveness-beacon"),
+            _step("probe-peer", "probe-peer"),
+        ]
+    return [_step("probe-peer", "probe-peer")]
 
 
 def tap_mac(pair: str, host: str) -> str:
@@ -92,6 +106,7 @@ def render_plan(pair: Pair, host: Host, scripts: list[str]) -> dict[str, Any]:
         "disks": disks_section(pair, host),
         "network": network_section(pair, host),
         "heartbeat": heartbeat_section(pair, host),
+        "watch": watch_section(pair, host, pair.replication.checkpoint_delay_ms),
         "steps": plan_steps(host, scripts),
         "failover": failover_section(),
         "units": units_section(pair, host),
@@ -154,6 +169,16 @@ def heartbeat_section(pair: Pair, host: Host) -> dict[str, Any]:
         "missed": pair.failover.missed_heartbeats,
         # The peer QEMU's NBD server: answers while that QEMU lives.
         "peer_qemu_probe": {"address": peer.address, "port": ports.nbd},
+    }
+
+
+def watch_section(pair: Pair, host: Host, checkpoint_delay_ms: int) -> dict[str, Any]:
+    """What the runner watches in QEMU's events: checkpoints (a stall means COLO stopped),
+    and on the primary the replication child (an I/O error there means its writes no
+    longer reach the secondary)."""
+    return {
+        "checkpoint_delay_ms": checkpoint_delay_ms,
+        "replication_node": pair.replication_node(host),
     }
 
 

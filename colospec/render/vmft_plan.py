@@ -18,8 +18,10 @@ from colospec.render.plan import (
     heartbeat_section,
     network_section,
     plan_header,
+    probe_peer_steps,
     qemu_section,
     units_section,
+    watch_section,
 )
 from colospec.render.vmft_build import paxos_env, paxos_members
 from colospec.versions import defects_for
@@ -27,6 +29,8 @@ from colospec.versions import defects_for
 # Commands the runner itself sends, beyond the scripts' (qemu_check has query-qmp-schema).
 RUNNER_COMMANDS = ("query-colo-status", "query-status")
 BUILD_SCRIPT = "build/build.sh"
+# The guide leaves x-checkpoint-delay at QEMU's default (migration.c: 200 * 100 ms).
+QEMU_DEFAULT_CHECKPOINT_DELAY_MS = 20_000
 ENV_FILE = "build/rdma-paxos.env"  # the qemu unit's EnvironmentFile=, which holds qemu.env
 
 
@@ -41,6 +45,7 @@ def vmft_steps(host: Host) -> list[dict[str, Any]]:
     if host.role == "secondary":
         steps += [
             _qmp_step("nbd-export", "qmp/10-nbd-export.json"),
+            *probe_peer_steps(host),
             _step("colo", "wait-colo", mode="secondary"),
         ]
     else:
@@ -49,6 +54,7 @@ def vmft_steps(host: Host) -> list[dict[str, Any]]:
         steps += [
             _qmp_step("liveness-beacon", "qmp/05-liveness-beacon.json"),
             _step("peer-nbd-export", "wait-peer", step="nbd-export"),
+            *probe_peer_steps(host),
             _qmp_step("replication-child", "qmp/10-replication-child.json"),
             _qmp_step("start-colo", "qmp/20-start-colo.json"),
             _step("colo", "wait-colo", mode="primary"),
@@ -86,6 +92,7 @@ def render_vmft_plan(
             "ingress_redirect": [{"from": host.tap, "to": vmft.ifb_for(host.tap)}],
         },
         "heartbeat": heartbeat_section(pair, host),
+        "watch": watch_section(pair, host, QEMU_DEFAULT_CHECKPOINT_DELAY_MS),
         "steps": vmft_steps(host),
         "failover": failover_section(),
         "units": units_section(pair, host),

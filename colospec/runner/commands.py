@@ -40,6 +40,7 @@ def _load(args: argparse.Namespace) -> HostArtifacts:
 
 
 _ERRORS = {
+    "colospec.runner.hoststate": "AlreadyRunning",
     "colospec.runner.disks": "DiskError",
     "colospec.runner.network": "NetworkError",
     "colospec.runner.qemu_check": "QemuCheckError",
@@ -108,13 +109,19 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 # `colospec status` exits as `systemctl status` does: 0 while the runner runs, 3 when not.
 STATUS_RUNNING, STATUS_NOT_RUNNING = 0, 3
-STATUS_KEYS = ("role", "colo_mode", "vm_status", "qemu_pid", "peer", "last_failover", "runner")
-STATUS_HELP = """role, COLO mode, VM status, QEMU pid, peer, last failover, runner. Exit status 0
-while this host's runner answers, 3 when it does not (as `systemctl status`). --json prints
-exactly the keys role, colo_mode, vm_status, qemu_pid, peer ({name, reachable, paths}),
-last_failover and runner ("running" or "not running"); null where unknown (text: "-").
-Without a runner: qemu_pid; role while QEMU runs; last_failover only from the runner's
-state file written for that QEMU, not an earlier run's."""
+STATUS_KEYS = (
+    "role", "colo_mode", "vm_status", "qemu_pid", "peer", "last_failover", "runner",
+    "phase", "protected", "epoch",
+)  # fmt: skip
+STATUS_HELP = """role, COLO mode, VM status, QEMU pid, peer, last failover, runner, phase,
+protected, epoch. Exit status 0 while this host's runner answers, 3 when it does not (as
+`systemctl status`). --json prints exactly the keys role, colo_mode, vm_status, qemu_pid,
+peer ({name, reachable, paths}), last_failover, runner ("running" or "not running"),
+phase (starting, waiting-peer, colo, alone, fenced, failed), protected (true only while
+both QEMUs are in COLO mode, checkpoints advance, the replication child is healthy and
+the peer is heard) and epoch; null where unknown (text: "-"). Without a runner nothing
+is protected; role and phase come from the runner's state file written for the QEMU that
+runs now, never from an earlier run's."""
 
 
 def _offline_status(arts: HostArtifacts) -> dict[str, Any]:
@@ -134,6 +141,9 @@ def _offline_status(arts: HostArtifacts) -> dict[str, Any]:
         "qemu_pid": pid,
         "peer": {"name": arts.plan["peer"]["name"], "reachable": None, "paths": []},
         "last_failover": current.get("last_failover"),
+        "phase": current.get("phase"),
+        "protected": False,  # no runner watches: nothing would fail over
+        "epoch": current.get("epoch"),
     }
 
 
@@ -155,6 +165,8 @@ def _status_lines(arts: HostArtifacts, status: dict[str, Any]) -> list[str]:
     rows = [
         ("host", f"{arts.host} ({arts.pair})"),
         ("runner", status["runner"]),
+        ("protected", "yes" if status.get("protected") else "NO"),
+        ("phase", shown(status.get("phase"))),
         ("role", shown(status.get("role"))),
         ("COLO mode", shown(status.get("colo_mode"))),
         ("VM status", shown(status.get("vm_status"))),
@@ -162,6 +174,7 @@ def _status_lines(arts: HostArtifacts, status: dict[str, Any]) -> list[str]:
         ("peer", shown(peer.get("name"))),
         ("reachable", reachable),
         ("last failover", failover),
+        ("epoch", shown(status.get("epoch"))),
     ]
     return [f"{label + ':':<15}{value}".rstrip() for label, value in rows]
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger("colospec.heartbeat")
-PROTOCOL = 1
+# 2: every report carries the sender's view (hears, role, colo, alone, epoch, rank).
+PROTOCOL = 2
 IP_FREEBIND = 15  # linux/in.h; Python's socket module lacks the name
 
 
@@ -38,6 +39,7 @@ class HeartbeatPath:
 class PeerState:
     last_seen: dict[str, float] = field(default_factory=dict)  # path -> monotonic time
     report: dict[str, Any] = field(default_factory=dict)  # the peer's latest report
+    report_at: float | None = None  # when the latest report arrived
 
 
 class _Endpoint(asyncio.DatagramProtocol):
@@ -78,6 +80,7 @@ class Heartbeat:
         self._endpoints: list[_Endpoint] = []
         self._task: asyncio.Task | None = None
         self._changed = asyncio.Event()
+        self._warned_version = False
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -111,9 +114,12 @@ class Heartbeat:
     def send(self) -> None:
         self._seq += 1
         message = {
-            "v": PROTOCOL, "pair": self.pair, "from": self.me, "boot": self._boot, "seq": self._seq
+            "v": PROTOCOL, "pair": self.pair, "from": self.me, "boot": self._boot, "seq": self._seq,
+            # This runner's view of the peer travels with every heartbeat, so a one-way
+            # loss is seen by both sides.
+            "hears": self.alive_paths(),
         }  # fmt: skip
-        data = json.dumps({**message, **self.report}, separators=(",", ":")).encode()
+        data = json.dumps({**self.report, **message}, separators=(",", ":")).encode()
         for ep in self._endpoints:
             if ep.transport:
                 try:
@@ -152,13 +158,20 @@ class Heartbeat:
             return
         if not isinstance(msg, dict) or msg.get("pair") != self.pair or msg.get("from") == self.me:
             return
+        if msg.get("v") != PROTOCOL:
+            if not self._warned_version:
+                log.warning("ignoring %s's heartbeats: protocol %s, this runner speaks %s — "
+                            "run the same colospec on both hosts", msg.get("from"), msg.get("v"),
+                            PROTOCOL)  # fmt: skip
+                self._warned_version = True
+            return
         if addr[0] != path.peer:
             return  # only the configured peer may speak for the pair
         self.peer.last_seen[path.name] = time.monotonic()
         old = self.peer.report
         if old.get("boot") == msg.get("boot") and old.get("seq", 0) >= msg.get("seq", 0):
             return  # the same report (or an older one) arriving over the other path
-        self.peer.report = msg
+        self.peer.report, self.peer.report_at = msg, time.monotonic()
         self._changed.set()
         if self.on_peer_update:
             self.on_peer_update()

@@ -1,8 +1,9 @@
-"""`colospec run`: bring one host of a COLO pair up from its plan, watch, fail over.
+"""`colospec run`: one host of a COLO pair, from its plan to the end of its part in it.
 
-The plan's steps run in order; then the watch loop feeds what it knows (own QEMU,
-peer heartbeats, probes of the peer's QEMU, QMP events) to decide() and carries out
-the answer. Every step and decision is one log line with its timing and reason.
+The Runner wires its parts (QemuSession, PeerLink, BringUp, Watcher, StateStore) and owns
+the lifecycle: one runner per host (a lock), adopt a QEMU already running for this host
+or bring one up, watch, and stop. No error path quits a QEMU that has served the guest:
+only an operator's stop does, or a fence decided by the rule table.
 """
 
 from __future__ import annotations
@@ -10,63 +11,62 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from typing import Any
 
-from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPError
-
 from colospec.runner import control
 from colospec.runner.artifacts import HostArtifacts
 from colospec.runner.disks import image_size
-from colospec.runner.errors import EXIT_FAILURE, EXIT_OK, RunError
-from colospec.runner.heartbeat import Heartbeat, HeartbeatPath
-from colospec.runner.qemu_proc import QemuProcess
+from colospec.runner.errors import EXIT_FAILURE, EXIT_FENCED, EXIT_OK, RunError
+from colospec.runner.hoststate import HostState, StateStore, take_lock
+from colospec.runner.machine import Phase, protected
+from colospec.runner.peer import PeerLink
+from colospec.runner.qemu_session import QemuSession
 from colospec.runner.sdnotify import sd_notify
-from colospec.runner.steps import BringUp, elapsed_ms, run_network
-from colospec.runner.watch import STOP_TIMEOUT_S, Watch
+from colospec.runner.steps import BringUp, PeerServes, elapsed_ms, run_network
+from colospec.runner.watch import KILL_WAIT_S, STOP_TIMEOUT_S, Watcher
 
 log = logging.getLogger("colospec.run")
 
-QMP_TIMEOUT_S = 30
-# Events after which the watch loop looks again at once instead of at its next tick.
-WAKE_EVENTS = {"COLO_EXIT", "SHUTDOWN", "STOP", "RESUME", "MIGRATION"}
+UNIT_QEMU_WAIT_S = 30  # --attach: how long the qemu unit may take to write its pidfile
+QUIT_TIMEOUT_S = 5
+STALE_FILES = ("qmp.sock", "qemu.pid", "console.sock", "compare0.sock", "compare_out.sock")
+# Steps a fresh QEMU started by its systemd unit has behind it.
+UNIT_DONE_STEPS = ["check-qemu", "disks", "network", "qemu"]
+STATUS_TIMEOUT_S = 2
 
 
-class Runner(BringUp, Watch):
+class Runner:
     def __init__(self, arts: HostArtifacts, *, attach: bool = False):
         self.arts, self.plan, self.attach = arts, arts.plan, attach
         self.run_dir = arts.run_dir
-        q = self.plan["qemu"]
-        self.qemu = QemuProcess(q["binary"], q["pidfile"], q["qmp_socket"])
-        self.qmp = QMPClient(f"colospec-{arts.host}")
-        self.role: str = arts.role
-        self.alone = False  # serving without a partner after a failover
-        self.colo_active = False
-        self.done: list[str] = []
-        self.created_links: list[str] | None = None
-        self.owns_qemu = not attach
         self.wake = asyncio.Event()
-        self.failover_lock = asyncio.Lock()
-        self.probe: tuple[float, str] | None = None  # (time, result) of the latest probe
-        self._probe_task: asyncio.Task | None = None
-        self.image_size: int | None = None
-        hb = self.plan["heartbeat"]
-        self.heartbeat = Heartbeat(
-            pair=arts.pair,
-            me=arts.host,
-            paths=[HeartbeatPath(p["name"], p["local"], p["peer"]) for p in hb["paths"]],
-            port=hb["port"],
-            interval_ms=hb["interval_ms"],
-            missed=hb["missed"],
-            on_peer_update=self.wake.set,
-        )
-        self.interval = hb["interval_ms"] / 1000
-        self.budget = self.interval * hb["missed"]
+        self.stop_requested = False
+        self.qemu = QemuSession(self.plan, arts.host, on_event=self.wake.set)
+        self.peer = PeerLink(self.plan, arts.pair, arts.host, on_update=self.wake.set)
+        self.store = StateStore(self.run_dir, HostState(role=arts.role))
+        self.bringup = BringUp(arts, self.qemu, self.peer, attach=attach,
+                               set_phase=self._set_phase, stopping=self._stopping)  # fmt: skip
+        self.watcher = Watcher(arts, self.qemu, self.peer, self.store, wake=self.wake,
+                               stopping=self._stopping)  # fmt: skip
+        self.started_qemu = False  # this run started QEMU (it has not served before)
 
-    # ----- lifecycle -------------------------------------------------------------------
+    def _stopping(self) -> bool:
+        return self.stop_requested
+
+    def _set_phase(self, phase: Phase) -> None:
+        if self.store.state.phase is not phase:
+            self.store.update(phase=phase)
+            self.peer.report(urgent=True, phase=phase.value)
+
+    # ----- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> int:
+        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.run_dir.chmod(0o700)
+        lock = take_lock(self.run_dir)  # before anything that could touch the pair
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()
 
@@ -79,167 +79,159 @@ class Runner(BringUp, Watch):
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop)
-        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.run_dir.chmod(0o700)
-        state = control.read_state(self.run_dir)
         server = None
         try:
-            self._report(qemu="starting", image_size=None)
-            await self.heartbeat.start()
+            self.peer.report(qemu="starting", image_size=None, role=self.arts.role,
+                             phase=Phase.STARTING.value, epoch=0, rank=0, alone=False)  # fmt: skip
+            await self.peer.start()
             server = await control.serve_control(self.run_dir, self._control)
-            adopted = await self._adopt_or_prepare(state)
-            if not adopted:
-                await self._run_steps()
-            sd_notify(READY="1", STATUS=f"{self.role}, COLO {'on' if self.colo_active else 'off'}")
-            return await self._watch()
-        except asyncio.CancelledError:
-            log.info("stopping: signal received")
-            await self._shutdown()
-            return EXIT_OK
-        except Exception as exc:  # RunError, or a disk/network/QEMU check that failed
-            log.error("%s", exc)
-            log.debug("details", exc_info=True)
-            await self._shutdown()
-            return EXIT_FAILURE
+            return await self._run()
         finally:
             if server:
                 server.close()
                 control.control_socket(self.run_dir).unlink(missing_ok=True)
-            await self.heartbeat.stop()
-            with contextlib.suppress(Exception):
-                await self.qmp.disconnect()
+            await self.peer.stop()
+            await self.qemu.disconnect()
+            os.close(lock)
 
-    async def _adopt_or_prepare(self, state: dict[str, Any]) -> bool:
-        """Adopt a QEMU already running for this host (a restarted runner); True if it
-        is past setup so the steps can be skipped."""
-        pid = self.qemu.find_running()
+    async def _run(self) -> int:
+        try:
+            adopted = await self._adopt()
+            if not adopted:
+                self.started_qemu = not self.attach
+                await self.bringup.run()
+                self.store.update(phase=Phase.COLO, qemu_pid=self.qemu.process.pid)
+            sd_notify(READY="1", STATUS=f"{self.store.state.role}, {self.store.state.phase.value}")
+            # An adopted QEMU's past is unknown: look one budget before acting on it.
+            code = await self.watcher.run(look_first=adopted)
+        except asyncio.CancelledError:
+            log.info("stopping: signal received")
+            await self._stop_qemu()
+            await self._network_down()
+            return EXIT_OK
+        except PeerServes as exc:
+            log.warning("standing down: %s", exc)
+            await self._give_up()
+            return EXIT_FENCED
+        except Exception as exc:  # RunError, or a disk/network/QEMU check that failed
+            log.error("%s", exc)
+            log.debug("details", exc_info=True)
+            await self._give_up()
+            return EXIT_FAILURE
+        await self._network_down()
+        return code
+
+    async def _give_up(self) -> None:
+        """After an error: a QEMU that never served is stopped; one that has is left alone."""
+        never_served = self.started_qemu and self.store.state.phase in (
+            Phase.STARTING, Phase.WAITING_PEER
+        )  # fmt: skip
+        if never_served:
+            await self._stop_qemu()
+            await self._network_down()
+        elif self.qemu.process.alive:
+            log.error("leaving QEMU pid %d running: it serves or has served the guest; "
+                      "restart the runner to watch it again", self.qemu.process.pid)  # fmt: skip
+
+    async def _stop_qemu(self) -> None:
+        """The operator's stop (or a bring-up that failed): quit QEMU, kill it if it will not."""
+        process = self.qemu.process
+        if self.attach or not process.alive:
+            if not process.alive:
+                self.peer.report(urgent=True, qemu="dead")
+            return
+        t0 = time.monotonic()
+        with contextlib.suppress(RunError):
+            await self.qemu.execute("quit", timeout=QUIT_TIMEOUT_S)
+        if not await process.wait_exit(STOP_TIMEOUT_S):
+            log.warning("QEMU did not quit within %d s: killing it", STOP_TIMEOUT_S)
+            process.kill()
+            await process.wait_exit(KILL_WAIT_S)
+        log.info("QEMU stopped (%.0f ms)", elapsed_ms(t0))
+        # Tell the peer at once, so a stopped primary is taken over immediately.
+        self.peer.report(urgent=True, qemu="dead")
+
+    async def _network_down(self) -> None:
+        """The guest's tap goes with its QEMU (the network unit does it with --attach)."""
+        if self.attach or self.qemu.process.alive:
+            return
+        created = self.bringup.created_links
+        # An adopted QEMU's tap was made by an earlier runner: remove what the plan names.
+        await asyncio.to_thread(run_network, "network_down", self.plan["network"],
+                                created if created is not None else [self.plan["network"]["tap"]])  # fmt: skip
+        log.info("network: removed the guest's tap")
+
+    # ----- adopting a QEMU that already runs for this host ---------------------------------
+
+    async def _adopt(self) -> bool:
+        """Adopt a QEMU already running for this host; True if it is past bring-up."""
+        process = self.qemu.process
+        pid = process.find_running()
         if pid is None and self.attach:
             pid = await self._wait_for_unit_qemu()
         if pid is None:
             self._remove_stale_files()
+            self.store.update(qemu_pid=None)  # a fresh run: nothing of an earlier one counts
             return False
-        self.qemu.adopt(pid)
-        await self._connect_qmp()
-        colo = (await self._execute("query-colo-status"))["mode"]
-        status = (await self._execute("query-status"))["status"]
-        self.image_size = image_size(self.plan["disks"]["base"]["path"])
-        log.info("adopted QEMU pid %d: %s, COLO mode %s", pid, status, colo)
-        if colo in ("primary", "secondary"):
-            self.role, self.colo_active = colo, True
-        elif state.get("alone"):
-            self.role, self.alone = state.get("role", self.role), True
-        elif status in ("prelaunch", "inmigrate"):
+        process.adopt(pid)
+        await self.qemu.connect()
+        colo = await self.qemu.execute("query-colo-status")
+        status = (await self.qemu.execute("query-status"))["status"]
+        self.bringup.image_size = image_size(self.plan["disks"]["base"]["path"])
+        before = HostState.load(self.run_dir)
+        mine = before.belongs_to(pid)
+        log.info("adopted QEMU pid %d: %s, COLO mode %s (reason %s); state %s", pid, status,
+                 colo["mode"], colo.get("reason"), before if mine else "of another QEMU")  # fmt: skip
+        if status in ("prelaunch", "inmigrate") and colo["mode"] == "none" and not mine:
             # Fresh QEMU (e.g. started by its systemd unit): run the QMP steps.
-            self.done = ["check-qemu", "disks", "network", "qemu"]
+            self.store.update(qemu_pid=pid)
+            self.bringup.skip_done(UNIT_DONE_STEPS)
             return False
+        kept = before if mine else HostState(role=self.arts.role)
+        if mine and before.intent == "fence":
+            self.store.replace(kept)
+            await self.watcher.fence("finishing the fence an earlier runner began")
+            raise PeerServes("this host had been fenced")
+        if colo["mode"] in ("primary", "secondary"):
+            state = HostState(qemu_pid=pid, phase=Phase.COLO, role=colo["mode"],
+                              epoch=kept.epoch, rank=kept.rank, intent=kept.intent)  # fmt: skip
+            self.qemu.colo_started()
+            if colo.get("reason") == "error":
+                self.qemu.colo_exit = {"reason": "error"}  # the stream broke while unwatched
+                self.watcher.adopted_broken = colo["mode"] == "secondary"
+        elif mine and (before.phase is Phase.ALONE or before.intent):
+            state = before
         else:
-            raise RunError(
-                f"QEMU pid {pid} is {status} without COLO and this host never failed over: "
-                "stop it and start the pair again"
-            )
-        self.done = [s["id"] for s in self.plan["steps"] if s["kind"] != "watch"]
-        self._report(qemu="running", colo=colo, alone=self.alone, done=self.done)
+            log.warning("QEMU pid %d runs without COLO and no state of this host says why: "
+                        "watching it as serving alone at epoch 0", pid)  # fmt: skip
+            state = HostState(qemu_pid=pid, phase=Phase.ALONE, role="primary")
+        self.store.replace(state)
+        self.bringup.skip_done([s["id"] for s in self.plan["steps"] if s["kind"] != "watch"])
+        self.peer.report(urgent=True, qemu="running", done=self.bringup.done,
+                         image_size=self.bringup.image_size)  # fmt: skip
         return True
 
     async def _wait_for_unit_qemu(self) -> int | None:
         """With --attach, QEMU comes from its systemd unit: wait until its pidfile shows."""
-        deadline = time.monotonic() + QMP_TIMEOUT_S
+        deadline = time.monotonic() + UNIT_QEMU_WAIT_S
         while time.monotonic() < deadline:
-            pid = self.qemu.find_running()
+            pid = self.qemu.process.find_running()
             if pid is not None:
                 return pid
             await asyncio.sleep(0.05)
         raise RunError(
-            f"no QEMU for {self.arts.host} appeared within {QMP_TIMEOUT_S} s "
+            f"no QEMU for {self.arts.host} appeared within {UNIT_QEMU_WAIT_S} s "
             f"(--attach expects {self.plan['units']['qemu']} to start it)"
         )
 
     def _remove_stale_files(self) -> None:
-        for name in ("qmp.sock", "qemu.pid", "console.sock", "compare0.sock", "compare_out.sock"):
+        for name in STALE_FILES:
             path = self.run_dir / name
             if path.exists() or path.is_symlink():
                 log.info("removing stale %s from an earlier run", path)
                 path.unlink()
 
-    async def _shutdown(self) -> None:
-        if self._probe_task:
-            self._probe_task.cancel()
-        if self.owns_qemu and self.qemu.alive:
-            t0 = time.monotonic()
-            with contextlib.suppress(QMPError, OSError, TimeoutError):
-                await asyncio.wait_for(self.qmp.execute("quit"), 5)
-            if not await self.qemu.wait_exit(STOP_TIMEOUT_S):
-                log.warning("QEMU did not quit within %d s: killing it", STOP_TIMEOUT_S)
-                self.qemu.kill()
-                await self.qemu.wait_exit(5)
-            log.info("QEMU stopped (%.0f ms)", elapsed_ms(t0))
-        if not self.qemu.alive:
-            # Tell the peer at once, so a stopped primary is taken over immediately.
-            self._report(urgent=True, qemu="dead")
-        if self.owns_qemu and self.created_links is not None:
-            await asyncio.to_thread(
-                run_network, "network_down", self.plan["network"], self.created_links
-            )
-            log.info("network: removed %s", ", ".join(self.created_links) or "nothing")
-
-    # ----- QMP -------------------------------------------------------------------------
-
-    async def _connect_qmp(self) -> None:
-        sock = self.plan["qemu"]["qmp_socket"]
-        deadline = time.monotonic() + QMP_TIMEOUT_S
-        while True:
-            try:
-                await self.qmp.connect(sock)
-                break
-            except ConnectError as exc:
-                if not self.qemu.alive or time.monotonic() > deadline:
-                    raise RunError(f"cannot reach QEMU's QMP socket {sock}: {exc}") from None
-                await asyncio.sleep(0.005)
-        self.events = EventListener()
-        self.qmp.register_listener(self.events)
-        self._events_task = asyncio.create_task(self._read_events(), name="qmp-events")
-
-    async def _read_events(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError, QMPError):
-            async for event in self.events:
-                # STOP/RESUME come with every checkpoint: only --verbose shows them.
-                quiet = event["event"] in ("STOP", "RESUME")
-                log.log(logging.DEBUG if quiet else logging.INFO,
-                        "QMP event %s %s", event["event"], event.get("data", {}))  # fmt: skip
-                if event["event"] == "RESUME" and self.colo_active:
-                    self.checkpoints += 1  # each checkpoint stops and resumes the VM
-                if event["event"] in WAKE_EVENTS:
-                    self.colo_exit_seen = self.colo_exit_seen or event["event"] == "COLO_EXIT"
-                    self.wake.set()
-
-    colo_exit_seen = False
-    checkpoints = 0
-    stop_requested = False
-
-    async def _execute(self, name: str, arguments: dict | None = None, timeout: float = 30):
-        t0 = time.monotonic()
-        log.debug("QMP -> %s %s", name, arguments or "")
-        try:
-            result = await asyncio.wait_for(self.qmp.execute(name, arguments), timeout)
-        except ExecuteError as exc:
-            raise RunError(f"QMP {name} failed: {exc.error_class}: {exc}") from None
-        except (QMPError, OSError, TimeoutError) as exc:
-            raise RunError(f"QMP {name}: no answer from QEMU ({type(exc).__name__})") from None
-        log.debug("QMP <- %s %s (%.1f ms)", name, result, elapsed_ms(t0))
-        return result
-
-    # ----- reporting -------------------------------------------------------------------
-
-    def _report(self, urgent: bool = False, **fields: Any) -> None:
-        fields.setdefault("role", self.role)
-        self.heartbeat.update(urgent=urgent, **fields)
-
-    def _save_state(self, role: str, failover: dict | None) -> None:
-        state = control.read_state(self.run_dir)
-        state.update(role=role, alone=True, qemu_pid=self.qemu.pid)
-        if failover:
-            state["last_failover"] = failover
-        control.write_state(self.run_dir, state)
+    # ----- control socket ------------------------------------------------------------------
 
     async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd")
@@ -249,37 +241,57 @@ class Runner(BringUp, Watch):
             # For operators and tests: one QMP command through the runner's connection
             # (QEMU's monitor takes one client at a time). Root-only socket, as QMP itself.
             try:
-                result = await self._execute(request["execute"], request.get("arguments"))
+                result = await self.qemu.execute(request["execute"], request.get("arguments"))
             except (RunError, KeyError) as exc:
                 return {"ok": False, "error": str(exc)}
             return {"ok": True, "return": result}
         if cmd == "failover":
-            if self.role == "secondary" and not request.get("force"):
-                report = self.heartbeat.peer.report
-                if self.heartbeat.alive_paths() and report.get("qemu") == "running":
-                    return {"ok": False, "error": (
-                        f"the primary {self.plan['peer']['name']} is alive: promoting this "
-                        "secondary would make two primaries; stop the primary first, or run "
-                        "`colospec failover` there to drop this secondary (--force overrides)"
-                    )}  # fmt: skip
-            return await self._failover("requested by the operator")
+            return await self._operator_failover(bool(request.get("force")))
         return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    async def _operator_failover(self, force: bool) -> dict[str, Any]:
+        from colospec.runner.machine import Act
+
+        st = self.store.state
+        if st.phase is not Phase.COLO:
+            return {
+                "ok": False,
+                "error": f"not in COLO mode ({st.phase.value}): nothing to fail over",
+            }
+        if st.role == "secondary" and not force:
+            view = self.peer.view()
+            if self.peer.heard() and view is not None and view.qemu == "running":
+                return {"ok": False, "error": (
+                    f"the primary {self.peer.name} is alive: promoting this secondary would "
+                    "make two primaries; stop the primary first, or run `colospec failover` "
+                    "there to drop this secondary (--force overrides)"
+                )}  # fmt: skip
+        act = Act.TAKE_OVER if st.role == "secondary" else Act.DROP
+        try:
+            return await self.watcher.failover(act, "requested by the operator")
+        except RunError as exc:
+            return {"ok": False, "error": str(exc)}
 
     async def _status(self) -> dict[str, Any]:
         colo = vm = None
         with contextlib.suppress(RunError):
-            colo = (await self._execute("query-colo-status", timeout=2))["mode"]
-            vm = (await self._execute("query-status", timeout=2))["status"]
+            colo = (await self.qemu.execute("query-colo-status", timeout=STATUS_TIMEOUT_S))["mode"]
+            vm = (await self.qemu.execute("query-status", timeout=STATUS_TIMEOUT_S))["status"]
+        st = self.store.state
+        in_watch = st.phase in (Phase.COLO, Phase.ALONE)
         return {
-            "role": self.role,
+            "role": st.role,
             "colo_mode": colo,
             "vm_status": vm,
-            "qemu_pid": self.qemu.pid if self.qemu.alive else None,
+            "qemu_pid": self.qemu.process.pid if self.qemu.process.alive else None,
             "peer": {
-                "name": self.plan["peer"]["name"],
-                "reachable": bool(self.heartbeat.alive_paths()),
-                "paths": self.heartbeat.alive_paths(),
+                "name": self.peer.name,
+                "reachable": bool(self.peer.heard()),
+                "paths": list(self.peer.heard()),
             },
-            "last_failover": control.read_state(self.run_dir).get("last_failover"),
-            "checkpoints": self.checkpoints,
+            "last_failover": st.last_failover,
+            "phase": st.phase.value,
+            "protected": in_watch and protected(self.watcher.evidence()),
+            "epoch": st.epoch,
+            "checkpoints": self.qemu.checkpoints,
         }

@@ -1,6 +1,8 @@
-"""The bring-up half of the runner: plan.json's steps, up to COLO mode.
+"""Bring-up: plan.json's steps, in order, up to COLO mode.
 
-A mixin of Runner (orchestrate.py), which owns the state these methods use.
+Consecutive preparation steps run together. While a step waits on the peer, the runner is
+in phase WAITING_PEER (not protected); a peer that serves the guest alone ends bring-up
+(this host must not start a second one).
 """
 
 from __future__ import annotations
@@ -9,45 +11,89 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from colospec.runner import control
+from colospec.runner.artifacts import HostArtifacts
 from colospec.runner.disks import image_size, prepare_disks
 from colospec.runner.errors import RunError
+from colospec.runner.machine import Phase
+from colospec.runner.peer import PeerLink
 from colospec.runner.qemu_check import check_qemu_async
+from colospec.runner.qemu_session import QemuSession
 from colospec.versions import defects_for
 
 log = logging.getLogger("colospec.run")
 
-UNIT_STEPS = {"prepare-disks", "prepare-network", "start-qemu"}
+UNIT_STEPS = {"prepare-disks", "prepare-network", "start-qemu"}  # the units' job with --attach
 INDEPENDENT = {"check-qemu", "prepare-disks", "prepare-network"}
+WAIT_LOG_EVERY_S = 10
+PEER_WAIT_S = 1.0  # longest sleep between looks at the peer's reports
+POLL_S = 0.01  # QMP polls while waiting for QEMU itself
+
+
+class PeerServes(RunError):
+    """The peer serves the guest alone: this host stands down instead of starting."""
 
 
 class BringUp:
-    async def _run_steps(self) -> None:
+    def __init__(
+        self,
+        arts: HostArtifacts,
+        qemu: QemuSession,
+        peer: PeerLink,
+        *,
+        attach: bool,
+        set_phase: Callable[[Phase], None],
+        stopping: Callable[[], bool],
+    ):
+        self.arts, self.plan, self.qemu, self.peer = arts, arts.plan, qemu, peer
+        self.attach, self.set_phase, self.stopping = attach, set_phase, stopping
+        self.done: list[str] = []
+        self.created_links: list[str] | None = None
+        self.image_size: int | None = None
+        self._kinds: dict[str, Callable[[dict], Awaitable[str]]] = {
+            "check-qemu": self._check_qemu,
+            "prepare-disks": self._prepare_disks,
+            "prepare-network": self._prepare_network,
+            "start-qemu": self._start_qemu,
+            "connect-qmp": self._connect_qmp,
+            "qmp": self._qmp,
+            "wait-peer": self._wait_peer,
+            "probe-peer": self._probe_peer,
+            "wait-chardevs": self._wait_chardevs,
+            "wait-colo": self._wait_colo,
+        }
+
+    async def run(self) -> None:
         todo = [
             s for s in self.plan["steps"]
             if s["id"] not in self.done and s["kind"] != "watch"
-            and not (self.attach and s["kind"] in UNIT_STEPS)  # the systemd units did those
+            and not (self.attach and s["kind"] in UNIT_STEPS)
         ]  # fmt: skip
         while todo:
-            # Consecutive preparation steps touch different things: run them together.
             batch = [todo.pop(0)]
             while batch[0]["kind"] in INDEPENDENT and todo and todo[0]["kind"] in INDEPENDENT:
                 batch.append(todo.pop(0))
             await asyncio.gather(*(self._run_step(step) for step in batch))
 
+    def skip_done(self, through: list[str]) -> None:
+        self.done = list(through)
+
     async def _run_step(self, step: dict) -> None:
         t0 = time.monotonic()
-        detail = await getattr(self, "_step_" + step["kind"].replace("-", "_"))(step)
+        detail = await self._kinds[step["kind"]](step)
         log.info("step %s: %s (%.0f ms)", step["id"], detail or "done", elapsed_ms(t0))
         self.done.append(step["id"])
         # At once: the peer may be waiting for exactly this step.
-        self._report(urgent=True, done=self.done)
+        self.peer.report(urgent=True, done=self.done)
 
-    async def _step_check_qemu(self, step: dict) -> str:
+    # ----- preparation ------------------------------------------------------------------
+
+    async def _check_qemu(self, step: dict) -> str:
         q = self.plan["qemu"]
-        cache = self.run_dir / "qemu-check.json"
+        cache = self.arts.run_dir / "qemu-check.json"
         st = os.stat(q["binary"]) if os.path.exists(q["binary"]) else None
         # The same binary (inode, size, mtime) against the same requirements passed before.
         key = [q["binary"], st and [st.st_ino, st.st_size, st.st_mtime_ns], q["requires"]]
@@ -62,90 +108,122 @@ class BringUp:
             log.warning("known QEMU defect %s: %s — %s", defect.id, defect.summary, defect.fix)
         return f"{q['binary']} {version} {how}"
 
-    async def _step_prepare_disks(self, step: dict) -> str:
+    async def _prepare_disks(self, step: dict) -> str:
         self.image_size = await asyncio.to_thread(prepare_disks, self.plan["disks"])
         scratch = self.plan["disks"]["scratch"]
         made = f", created {scratch['active']} and {scratch['hidden']}" if scratch else ""
         return f"base image {self.image_size} bytes{made}"
 
-    async def _step_prepare_network(self, step: dict) -> str:
+    async def _prepare_network(self, step: dict) -> str:
         self.created_links = await asyncio.to_thread(
             run_network, "network_up", self.plan["network"]
         )
         net = self.plan["network"]
         return f"{net['tap']} on {net['bridge']} (created: {', '.join(self.created_links) or '-'})"
 
-    async def _step_start_qemu(self, step: dict) -> str:
+    async def _start_qemu(self, step: dict) -> str:
         # Variables QEMU needs beyond ours, e.g. vm-ft's RDMA-Paxos membership (the qemu
         # unit gets the same from its EnvironmentFile=).
         extra = self.plan["qemu"].get("env")
-        pid = self.qemu.start(self.arts.qemu_argv, env={**os.environ, **extra} if extra else None)
+        env = {**os.environ, **extra} if extra else None
+        pid = self.qemu.process.start(self.arts.qemu_argv, env=env)
         return f"pid {pid}"
 
-    async def _step_connect_qmp(self, step: dict) -> str:
-        if self.qmp.runstate.name != "RUNNING":
-            await self._connect_qmp()
+    # ----- QMP --------------------------------------------------------------------------
+
+    async def _connect_qmp(self, step: dict) -> str:
+        if not self.qemu.connected:
+            await self.qemu.connect()
         if self.image_size is None:
             self.image_size = image_size(self.plan["disks"]["base"]["path"])
-        status = (await self._execute("query-status"))["status"]
-        self._report(urgent=True, qemu="running", image_size=self.image_size)
+        status = (await self.qemu.execute("query-status"))["status"]
+        self.peer.report(urgent=True, qemu="running", image_size=self.image_size)
         return f"QEMU {status}"
 
-    async def _step_qmp(self, step: dict) -> str:
+    async def _qmp(self, step: dict) -> str:
         commands = self.arts.script(step["script"])
         for command in commands:
-            result = await self._execute(command["execute"], command.get("arguments"))
+            result = await self.qemu.execute(command["execute"], command.get("arguments"))
             if command["execute"] == "human-monitor-command" and result.strip() not in ("", "OK"):
                 # HMP reports failures as text in a successful QMP reply.
                 raise RunError(f"{step['script']}: HMP {command['arguments']['command-line']!r}"
                                f" failed: {result.strip()}")  # fmt: skip
         return f"{step['script']}: {len(commands)} commands"
 
-    async def _step_wait_peer(self, step: dict) -> str:
-        want = step["step"]
+    # ----- waiting on the peer and on COLO ----------------------------------------------
+
+    async def _wait_peer(self, step: dict) -> str:
+        want, name = step["step"], self.plan["peer"]["name"]
+        self.set_phase(Phase.WAITING_PEER)
         waited = time.monotonic()
-        while want not in self.heartbeat.peer.report.get("done", []):
-            await self._check_own_qemu()
-            if time.monotonic() - waited > 10:
-                log.info("still waiting for %s to finish %s", self.plan["peer"]["name"], want)
+        while want not in self.peer.raw().get("done", []):
+            await self._check()
+            if time.monotonic() - waited > WAIT_LOG_EVERY_S:
+                log.info("still waiting for %s to finish %s", name, want)
                 waited = time.monotonic()
-            await self.heartbeat.changed(1.0)
+            await self.peer.heartbeat.changed(PEER_WAIT_S)
         if self.image_size is None:
             self.image_size = image_size(self.plan["disks"]["base"]["path"])
-        peer_size = self.heartbeat.peer.report.get("image_size")
+        peer_size = self.peer.raw().get("image_size")
         if peer_size != self.image_size:
             raise RunError(
                 f"the disk images differ in size: {self.image_size} bytes here, {peer_size} "
-                f"on {self.plan['peer']['name']} — give both hosts identical copies"
+                f"on {name} — give both hosts identical copies"
             )
-        return f"{self.plan['peer']['name']} finished {want}; both images {peer_size} bytes"
+        return f"{name} finished {want}; both images {peer_size} bytes"
 
-    async def _step_wait_chardevs(self, step: dict) -> str:
+    async def _probe_peer(self, step: dict) -> str:
+        """The peer's QEMU port must answer now: failover decisions rely on it later."""
+        result = await self.peer.probe_now()
+        where = f"{self.peer.target['address']}:{self.peer.target['port']}"
+        if result == "dead":
+            raise RunError(
+                f"{self.peer.name}'s QEMU port {where} refuses this host's connections although "
+                "its QEMU runs: a firewall rejects them? open it (README, Firewall) — "
+                "failover decisions depend on it"
+            )
+        if result == "unreachable":
+            raise RunError(
+                f"{self.peer.name}'s QEMU port {where} does not answer: a firewall drops "
+                "this host's connections? open it (README, Firewall) — failover decisions "
+                "depend on it"
+            )
+        return f"{self.peer.name}'s QEMU answers at {where}"
+
+    async def _wait_chardevs(self, step: dict) -> str:
         wanted = set(step["chardevs"])
+        self.set_phase(Phase.WAITING_PEER)
         while True:
-            await self._check_own_qemu()
-            devs = {c["label"]: c["filename"] for c in await self._execute("query-chardev")}
+            await self._check()
+            devs = {c["label"]: c["filename"] for c in await self.qemu.execute("query-chardev")}
             # A connected socket chardev's filename reads "tcp:A:P,server=on <-> B:Q".
             if all("<->" in devs.get(label, "") for label in wanted):
                 return f"{', '.join(sorted(wanted))} connected"
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(POLL_S)
 
-    async def _step_wait_colo(self, step: dict) -> str:
+    async def _wait_colo(self, step: dict) -> str:
+        self.set_phase(Phase.WAITING_PEER)
         while True:
-            await self._check_own_qemu()
-            mode = (await self._execute("query-colo-status"))["mode"]
+            await self._check()
+            mode = (await self.qemu.execute("query-colo-status"))["mode"]
             if mode == step["mode"]:
-                self.colo_active = True
-                self._report(urgent=True, colo=mode)
+                self.qemu.colo_started()
                 return f"COLO mode {mode}"
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(POLL_S)
 
-    async def _check_own_qemu(self) -> None:
-        if self.stop_requested:
+    async def _check(self) -> None:
+        if self.stopping():
             raise asyncio.CancelledError
-        if self.qemu.pid is not None and not self.qemu.alive:
-            self._report(urgent=True, qemu="dead")
-            raise RunError(f"QEMU exited ({self.qemu.exit_status()}) during bring-up")
+        process = self.qemu.process
+        if process.pid is not None and not process.alive:
+            self.peer.report(urgent=True, qemu="dead")
+            raise RunError(f"QEMU exited ({process.exit_status()}) during bring-up")
+        view = self.peer.view()
+        if view is not None and view.alone:
+            raise PeerServes(
+                f"{self.peer.name} serves the guest alone (epoch {view.epoch}): this host must "
+                "not start a second one"
+            )
 
 
 def run_network(action: str, *args: Any) -> Any:

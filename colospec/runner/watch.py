@@ -1,6 +1,8 @@
-"""The watching half of the runner: the decision loop and the failover itself.
+"""Watching: gather the evidence, ask machine.decide(), carry out its answer.
 
-A mixin of Runner (orchestrate.py), which owns the state these methods use.
+Every decision that acts is logged with its rule and reason. Failover and fencing write
+their intent to state.json before the first irreversible QMP command, so a runner killed
+half-way resumes them instead of guessing.
 """
 
 from __future__ import annotations
@@ -12,150 +14,258 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from qemu.qmp import QMPError
-
-from colospec.runner.decide import Action, Situation, decide
+from colospec.runner.artifacts import HostArtifacts
 from colospec.runner.errors import EXIT_FENCED, EXIT_QEMU_GONE, RunError
-from colospec.runner.probe import probe_qemu
+from colospec.runner.hoststate import StateStore
+from colospec.runner.machine import Act, Decision, Evidence, Phase, decide, protected
+from colospec.runner.peer import PeerLink
+from colospec.runner.qemu_session import QemuSession
 from colospec.runner.sdnotify import sd_notify
 from colospec.runner.steps import elapsed_ms
 
 log = logging.getLogger("colospec.run")
 
-STOP_TIMEOUT_S = 10
+STOP_TIMEOUT_S = 10  # QEMU's time to quit before it is killed
+KILL_WAIT_S = 5
+FAILOVER_COMMAND_TIMEOUT_S = 10
+SETTLE_RUNNING_S = 5  # the VM leaves run state "colo" once the COLO thread is done
+BLOCK_JOBS_TIMEOUT_S = 60  # the secondary's takeover commits its active disk
+FAILOVER_ATTEMPTS = 2
+# No checkpoint for this many checkpoint delays (plus a margin for a slow one) means COLO
+# no longer checkpoints.
+STALL_DELAYS, STALL_MARGIN_S = 3, 2.0
+POLL_S = 0.01
 
 
-class Watch:
-    async def _watch(self) -> int:
-        log.info("watching: %s, COLO %s", self.role, "on" if self.colo_active else "off (alone)")
-        started = time.monotonic()
+class Watcher:
+    def __init__(
+        self,
+        arts: HostArtifacts,
+        qemu: QemuSession,
+        peer: PeerLink,
+        store: StateStore,
+        *,
+        wake: asyncio.Event,
+        stopping,
+    ):
+        self.arts, self.plan, self.qemu, self.peer, self.store = arts, arts.plan, qemu, peer, store
+        self.wake, self.stopping = wake, stopping
+        self.budget = peer.budget
+        self.interval = peer.interval
+        delay = self.plan["watch"]["checkpoint_delay_ms"] / 1000
+        self.stall_s = STALL_DELAYS * delay + STALL_MARGIN_S
+        self.adopted_broken = False  # adopted a secondary whose stream broke unwatched
+        self.lock = asyncio.Lock()
+        self.started = self.last_tick = self.stall_at = time.monotonic()
+        self._last_hold = ""
+
+    # ----- the loop -----------------------------------------------------------------------
+
+    async def run(self, look_first: bool = False) -> int:
+        """Watch until this host's part ends; look_first: hold one budget before acting."""
+        st = self.store.state
+        log.info("watching: %s, %s, epoch %d", st.role, st.phase.value, st.epoch)
+        self.started = self.last_tick = time.monotonic()
+        self.stall_at = self.started if look_first else self.started - self.budget
+        if st.intent in ("take-over", "drop"):
+            await self.failover(Act.TAKE_OVER if st.intent == "take-over" else Act.DROP,
+                                "resuming the failover an earlier runner began")  # fmt: skip
         while True:
-            if self.stop_requested:
+            if self.stopping():
                 raise asyncio.CancelledError
-            # A late datagram or two is normal; longer silence (or a broken COLO stream)
-            # asks the peer's QEMU directly.
-            if self.heartbeat.longest_path_silence() > 1.5 * self.interval or self.colo_exit_seen:
-                self._start_probe()
-            situation = self._situation(time.monotonic() - started)
-            action = decide(situation)
-            if action.kind != "none":
-                code = await self._act(action)
-                if code is not None:
-                    return code
-            elif action.reason and action.reason != getattr(self, "_last_hold", None):
-                log.warning("holding: %s", action.reason)
-            self._last_hold = action.reason
+            now = time.monotonic()
+            if now - self.last_tick > self.budget:
+                log.warning(
+                    "this runner was not scheduled for %.0f ms", (now - self.last_tick) * 1000
+                )
+                self.stall_at = now
+            self.last_tick = now
+            self.peer.maybe_probe(urgent=self._probe_owed())
+            evidence = self.evidence(now)
+            self.publish(evidence)
+            decision = decide(evidence)
+            code = await self.carry_out(decision)
+            if code is not None:
+                return code
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.interval / 2)
-            if self.qemu.exited.is_set():
-                continue
 
-    def _situation(self, watching_for: float) -> Situation:
-        report = self.heartbeat.peer.report
-        probe = None
-        if self.probe and time.monotonic() - self.probe[0] < self.budget:
-            probe = self.probe[1]
-        return Situation(
-            role=self.role,
-            colo_active=self.colo_active,
-            own_qemu_alive=self.qemu.alive,
-            peer_qemu=report.get("qemu"),
-            peer_alone=bool(report.get("alone")),
-            peer_probe=probe,
-            paths=tuple(p.name for p in self.heartbeat.paths),
-            alive_paths=tuple(self.heartbeat.alive_paths()),
-            watching_for_s=watching_for,
+    def _probe_owed(self) -> bool:
+        """A broken COLO stream asks the peer's QEMU directly, once."""
+        if not self.qemu.colo_exit_error:
+            return False
+        probe = self.peer.probe
+        return probe is None or probe[0] < (self.qemu.colo_exit_at or 0)
+
+    # ----- evidence ---------------------------------------------------------------------
+
+    def evidence(self, now: float | None = None) -> Evidence:
+        now = time.monotonic() if now is None else now
+        st, q = self.store.state, self.qemu
+        own = "gone" if not q.process.alive else ("hung" if q.hung() else "running")
+        view = self.peer.view()
+        in_colo = st.phase is Phase.COLO
+        broken = in_colo and q.colo_exit_error
+        ran_on = view is not None and view.qemu == "running" and (view.colo_error or view.alone)
+        stalled_checkpoints = (
+            in_colo and q.last_checkpoint is not None and now - q.last_checkpoint > self.stall_s
+        )
+        return Evidence(
+            phase=st.phase,
+            role="primary" if st.phase is Phase.ALONE else st.role,
+            epoch=st.epoch,
+            rank=st.rank,
+            own_qemu=own,
+            colo_exit_error=broken,
+            replication_bad=in_colo and q.replication_error is not None,
+            checkpoint_stalled=stalled_checkpoints,
+            peer_deaf=self.peer.deaf_for() >= self.budget,
+            stalled=now - self.stall_at < self.budget,
+            watching_for_s=now - self.started,
             budget_s=self.budget,
+            paths=self.peer.paths,
+            heard=self.peer.heard(),
+            peer=view,
+            stale=st.role == "secondary" and (self.adopted_broken or (broken and ran_on)),
+            probe=self.peer.probe_result(),
         )
 
-    def _start_probe(self) -> None:
-        if self._probe_task and not self._probe_task.done():
-            return
-        if (
-            self.probe
-            and time.monotonic() - self.probe[0] < self.interval
-            and not self.colo_exit_seen
-        ):
-            return  # one probe per interval is plenty; each costs QEMU a connection
-        target = self.plan["heartbeat"]["peer_qemu_probe"]
+    def publish(self, e: Evidence) -> None:
+        """This host's view, for the peer's decisions and for `status`."""
+        colo = {Phase.COLO: e.role, Phase.ALONE: "none"}.get(e.phase)
+        self.peer.report(
+            qemu="running" if e.own_qemu != "gone" else "dead",
+            role=e.role,
+            phase=e.phase.value,
+            colo=colo,
+            alone=e.phase is Phase.ALONE,
+            epoch=e.epoch,
+            rank=e.rank,
+            colo_error=e.colo_exit_error,
+            protected=protected(e),
+        )
 
-        async def run() -> None:
-            # A QEMU busy loading a checkpoint can take a moment to greet.
-            result = await probe_qemu(target["address"], target["port"], self.budget / 2)
-            if not self.probe or self.probe[1] != result:
-                log.info("probe of the peer's QEMU at %s:%s: %s", *target.values(), result)
-            self.probe = (time.monotonic(), result)
-            self.wake.set()
+    # ----- acting -----------------------------------------------------------------------
 
-        self._probe_task = asyncio.create_task(run(), name="probe")
-
-    async def _act(self, action: Action) -> int | None:
-        if action.kind == "exit":
-            self._report(urgent=True, qemu="dead")
-            log.error(
-                "%s (%s): nothing left to protect here", action.reason, self.qemu.exit_status()
-            )
+    async def carry_out(self, d: Decision) -> int | None:
+        if d.act is Act.NONE:
+            self._last_hold = ""
+            return None
+        if d.act is Act.HOLD:
+            if d.reason != self._last_hold:
+                log.warning("holding (%s): %s", d.rule, d.reason)
+            self._last_hold = d.reason
+            return None
+        log.warning("decision %s (%s): %s", d.act.value, d.rule, d.reason)
+        self._last_hold = ""
+        if d.act is Act.EXIT:
+            self.peer.report(urgent=True, qemu="dead")
+            log.error("nothing left to protect here (%s)", self.qemu.process.exit_status())
             return EXIT_QEMU_GONE
-        if action.kind == "fence":
-            log.warning("fencing: %s", action.reason)
-            self.colo_active = False
-            with contextlib.suppress(QMPError, OSError, TimeoutError, RunError):
-                await self._execute("quit", timeout=5)
-            await self.qemu.wait_exit(STOP_TIMEOUT_S)
-            self.qemu.kill()
-            self._save_state(role="fenced", failover=None)
-            self._report(urgent=True, qemu="dead", role="fenced")
+        if d.act is Act.KILL_OWN:
+            self.qemu.process.kill()
+            await self.qemu.process.wait_exit(KILL_WAIT_S)
+            self.peer.report(urgent=True, qemu="dead")
+            return EXIT_QEMU_GONE
+        if d.act is Act.FENCE:
+            await self.fence(d.reason)
             return EXIT_FENCED
-        await self._failover(action.reason)
+        await self.failover(d.act, d.reason)
+        self.last_tick = time.monotonic()
         return None
 
-    async def _failover(self, reason: str) -> dict[str, Any]:
-        async with self.failover_lock:
-            if not self.colo_active:
-                return {"ok": False, "error": "not in COLO mode: nothing to fail over"}
-            was = self.role
-            how = self.plan["failover"]["as_primary" if was == "primary" else "as_secondary"]
-            log.warning("FAILOVER as %s: %s — running %s", was, reason, how["script"])
-            t0 = time.monotonic()
-            failed, promoted, promoted_at = [], None, None
-            for command in self.arts.script(how["script"]):
-                try:
-                    await self._execute(command["execute"], command.get("arguments"), timeout=10)
-                except RunError as exc:
-                    failed.append(command["execute"])
-                    log.warning("failover: %s (continuing)", exc)
-                if command["execute"] == how.get("promoted_after") and promoted is None:
-                    promoted, promoted_at = elapsed_ms(t0), datetime.now(UTC)
-            took = elapsed_ms(t0)
-            promoted, promoted_at = promoted or took, promoted_at or datetime.now(UTC)
-            status = await self._wait_running()
-            mode = (await self._execute("query-colo-status"))["mode"]
-            self.role, self.alone, self.colo_active = "primary", True, False
-            self._save_state(role="primary", failover={
-                "time": promoted_at.isoformat(timespec="milliseconds"),
-                "reason": reason, "from_role": was, "took_ms": round(promoted, 1),
-                "script_ms": round(took, 1), "failed_commands": failed,
-            })  # fmt: skip
-            self._report(urgent=True, role="primary", colo=mode, alone=True)
-            sd_notify(STATUS=f"primary (alone) after failover: {reason}")
-            log.warning(
-                "failover done: serving alone after %.0f ms (script %.0f ms), VM %s, COLO mode %s",
-                promoted, took, status, mode,
-            )  # fmt: skip
-            return {
-                "ok": True,
-                "took_ms": round(promoted, 1),
-                "vm_status": status,
-                "colo_mode": mode,
-            }
+    async def fence(self, reason: str) -> None:
+        """Stop this host's guest for good: the peer serves it."""
+        self.store.update(intent="fence")
+        with contextlib.suppress(RunError):
+            await self.qemu.execute("stop", timeout=2)  # output stops at once, then quit
+        with contextlib.suppress(RunError):
+            await self.qemu.execute("quit", timeout=2)
+        if not await self.qemu.process.wait_exit(STOP_TIMEOUT_S):
+            self.qemu.process.kill()
+            await self.qemu.process.wait_exit(KILL_WAIT_S)
+        self.store.update(phase=Phase.FENCED, role="fenced", intent=None)
+        self.peer.report(urgent=True, qemu="dead", role="fenced", phase=Phase.FENCED.value,
+                         alone=False, protected=False)  # fmt: skip
+        sd_notify(STATUS=f"fenced: {reason}")
+        log.warning("fenced: QEMU stopped (%s)", reason)
 
-    async def _wait_running(self, timeout: float = 5) -> str:
-        """The VM's run state once it leaves "colo" (a checkpoint the COLO thread finishes
-        after x-colo-lost-heartbeat), or whatever it is after timeout."""
-        deadline = time.monotonic() + timeout
+    async def failover(self, act: Act, reason: str) -> dict[str, Any]:
+        """Take over (secondary) or drop the secondary (primary); serve alone."""
+        async with self.lock:
+            st = self.store.state
+            if st.phase is not Phase.COLO and st.intent is None:
+                return {"ok": False, "error": "not in COLO mode: nothing to fail over"}
+            was = st.role
+            view = self.peer.view()
+            epoch = max(st.epoch, view.epoch if view else 0) + 1 if st.intent is None else st.epoch
+            rank = 1 if was == "primary" else 0
+            kind = "take-over" if was == "secondary" else "drop"
+            # Recorded before the first irreversible command: a restarted runner resumes.
+            self.store.update(intent=kind, epoch=epoch, rank=rank)
+            if kind == "take-over":
+                # Announced first: a primary that was only unreachable stops serving.
+                self.peer.report(urgent=True, alone=True, epoch=epoch, rank=rank, role="primary")
+            how = self.plan["failover"]["as_primary" if was == "primary" else "as_secondary"]
+            log.warning("FAILOVER as %s (epoch %d): %s — running %s", was, epoch, reason,
+                        how["script"])  # fmt: skip
+            t0 = time.monotonic()
+            for attempt in range(1, FAILOVER_ATTEMPTS + 1):
+                failed, promoted = await self._run_script(how, t0)
+                status, mode = await self._settled(was)
+                if mode == "none" and status == "running":
+                    break
+                log.error("failover attempt %d left COLO mode %s, VM %s (failed: %s)",
+                          attempt, mode, status, ", ".join(failed) or "-")  # fmt: skip
+            else:
+                self.store.update(phase=Phase.FAILED, intent=None)
+                raise RunError(f"failover did not complete: COLO mode {mode}, VM {status}")
+            took = elapsed_ms(t0)
+            record = {
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "reason": reason, "from_role": was, "epoch": epoch,
+                "took_ms": round(promoted or took, 1), "script_ms": round(took, 1),
+                "failed_commands": failed,
+            }  # fmt: skip
+            self.qemu.in_colo = False
+            self.store.update(phase=Phase.ALONE, role="primary", intent=None, last_failover=record)
+            self.peer.report(urgent=True, alone=True, epoch=epoch, rank=rank, role="primary",
+                             colo="none", phase=Phase.ALONE.value, protected=False)  # fmt: skip
+            sd_notify(STATUS=f"primary (alone) after failover: {reason}")
+            log.warning("failover done: serving alone after %.0f ms (script %.0f ms), VM %s",
+                        record["took_ms"], took, status)  # fmt: skip
+            return {"ok": True, "took_ms": record["took_ms"], "vm_status": status,
+                    "colo_mode": mode}  # fmt: skip
+
+    async def _run_script(self, how: dict, t0: float) -> tuple[list[str], float | None]:
+        failed, promoted = [], None
+        for command in self.arts.script(how["script"]):
+            try:
+                await self.qemu.execute(command["execute"], command.get("arguments"),
+                                        timeout=FAILOVER_COMMAND_TIMEOUT_S)  # fmt: skip
+            except RunError as exc:
+                failed.append(command["execute"])
+                log.warning("failover: %s (continuing)", exc)
+            if command["execute"] == how.get("promoted_after") and promoted is None:
+                promoted = elapsed_ms(t0)
+        return failed, promoted
+
+    async def _settled(self, was: str) -> tuple[str, str]:
+        """(VM status, COLO mode) once the COLO thread is done and, on a former secondary,
+        its disk's commit job has finished (before that its writes are not all on disk)."""
+        deadline = time.monotonic() + SETTLE_RUNNING_S
         while True:
-            status = (await self._execute("query-status"))["status"]
+            status = (await self.qemu.execute("query-status"))["status"]
             if status != "colo" or time.monotonic() > deadline:
-                return status
-            await asyncio.sleep(0.01)
+                break
+            await asyncio.sleep(POLL_S)
+        if was == "secondary":
+            deadline = time.monotonic() + BLOCK_JOBS_TIMEOUT_S
+            while await self.qemu.execute("query-block-jobs"):
+                if time.monotonic() > deadline:
+                    log.error("the disk's block jobs still run after %d s", BLOCK_JOBS_TIMEOUT_S)
+                    break
+                await asyncio.sleep(POLL_S * 10)
+        mode = (await self.qemu.execute("query-colo-status"))["mode"]
+        return status, mode

@@ -1,0 +1,241 @@
+"""The runner's state machine: phases, the evidence a runner has, and one table of rules.
+
+Pure: no I/O, no clock. The watch loop gathers Evidence, decide() walks RULES in order and
+returns the first row that matches the current phase and role; every row has a test.
+
+What the rows protect, in this order:
+1. never two hosts serving the guest: a secondary takes over only on strong evidence that
+   its primary no longer serves (its runner says its QEMU died; or silence on every path
+   for the whole budget and its host unreachable, or refusing with the COLO stream broken);
+   a host that learns its peer serves alone with a newer epoch stops its own QEMU;
+2. never lose a write the guest was told is done: a primary whose replication child failed
+   drops its secondary before a checkpoint can make that secondary's disk lose the write;
+3. never claim protection it does not have: every reason COLO no longer protects (a broken
+   stream, stalled checkpoints, a deaf link) ends COLO on the primary, which is always safe:
+   the primary keeps serving and its secondary stands down.
+
+Epochs: both hosts start at 0; a host that starts serving alone takes max(own, peer's) + 1
+and announces it before it acts. Two hosts that both serve alone compare (epoch, rank),
+rank 1 for the host that was COLO primary before: the lower one stops its QEMU.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+Role = Literal["primary", "secondary"]
+ProbeResult = Literal["alive", "dead", "unreachable"]
+REPLICATION_PATH = "replication"
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"  # bring-up steps before waiting on the peer
+    WAITING_PEER = "waiting-peer"  # bring-up blocked on the peer (not protected)
+    COLO = "colo"  # both QEMUs in COLO mode
+    ALONE = "alone"  # serving without a partner (after a failover)
+    FENCED = "fenced"  # stood down: QEMU stopped because the peer serves
+    FAILED = "failed"  # an error left this host without a defined part in the pair
+    STOPPING = "stopping"  # operator's stop
+
+
+class Act(enum.Enum):
+    NONE = "none"
+    HOLD = "hold"  # nothing to do, but say why (logged once)
+    TAKE_OVER = "take-over"  # secondary: run the takeover script, serve alone
+    DROP = "drop"  # primary: drop the secondary, serve alone
+    FENCE = "fence"  # stop this host's QEMU: the peer serves
+    KILL_OWN = "kill-own"  # this host's QEMU is hung: kill it, then exit
+    EXIT = "exit"  # this host's QEMU is gone: tell the peer, exit
+
+
+# Where each action leaves the runner.
+NEXT_PHASE = {
+    Act.TAKE_OVER: Phase.ALONE,
+    Act.DROP: Phase.ALONE,
+    Act.FENCE: Phase.FENCED,
+    Act.KILL_OWN: Phase.FAILED,
+    Act.EXIT: Phase.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class PeerView:
+    """The peer runner's latest report (its own view, sent in every heartbeat)."""
+
+    qemu: str  # "starting" | "running" | "dead"
+    role: str  # its role: "primary" | "secondary" | "fenced"
+    colo: str | None  # its QEMU's COLO mode: "primary" | "secondary" | "none" | None
+    alone: bool  # it serves the guest without a partner
+    epoch: int
+    rank: int  # 1 if it was COLO primary when it started serving alone
+    hears: tuple[str, ...]  # the heartbeat paths it hears this host on
+    colo_error: bool = False  # its QEMU's COLO stream broke (it saw COLO_EXIT, reason error)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    phase: Phase
+    role: Role  # the COLO role; a host serving alone is "primary"
+    epoch: int
+    rank: int
+    own_qemu: Literal["running", "gone", "hung"]
+    colo_exit_error: bool  # this host's QEMU left COLO with reason "error"
+    replication_bad: bool  # the primary's replication child reported an I/O error
+    checkpoint_stalled: bool  # COLO on, but no checkpoint for far longer than the delay
+    peer_deaf: bool  # the peer's reports have lacked the replication path for the budget
+    stalled: bool  # this runner itself was not scheduled for longer than the budget
+    watching_for_s: float
+    budget_s: float
+    paths: tuple[str, ...]  # every configured heartbeat path
+    heard: tuple[str, ...]  # the paths the peer was heard on within the budget
+    peer: PeerView | None  # None: not heard since this runner started
+    # A secondary whose stream broke while its primary ran on (the primary said so, or this
+    # runner did not watch the break): its disk may lack the primary's later writes.
+    stale: bool
+    probe: ProbeResult | None  # a recent probe of the peer's QEMU (None: none, or under way)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str  # stable: logged with every decision, one test per row
+    phases: frozenset[Phase]
+    roles: frozenset[str]
+    when: Callable[[Evidence], bool]
+    act: Act
+    why: Callable[[Evidence], str]
+
+
+@dataclass(frozen=True)
+class Decision:
+    act: Act
+    rule: str
+    reason: str
+    next_phase: Phase | None  # None: the phase stays
+
+
+def peer_wins(e: Evidence) -> bool:
+    """The peer serves alone and outranks this host (epoch, then former role)."""
+    return e.peer is not None and e.peer.alone and (e.peer.epoch, e.peer.rank) > (e.epoch, e.rank)
+
+
+def _silent(e: Evidence) -> bool:
+    return not e.heard
+
+
+def _paths(e: Evidence) -> str:
+    return ", ".join(e.paths)
+
+
+def _peer(e: Evidence, key: str, value: object) -> bool:
+    return e.peer is not None and getattr(e.peer, key) == value
+
+
+ACTIVE = frozenset({Phase.STARTING, Phase.WAITING_PEER, Phase.COLO, Phase.ALONE})
+BOTH = frozenset({"primary", "secondary"})
+COLO = frozenset({Phase.COLO})
+P, S = frozenset({"primary"}), frozenset({"secondary"})
+
+RULES: tuple[Rule, ...] = (
+    # ----- this host's own QEMU, in every live phase
+    Rule("own-qemu-gone", ACTIVE, BOTH, lambda e: e.own_qemu == "gone", Act.EXIT,
+         lambda e: "this host's QEMU is gone"),
+    Rule("own-qemu-hung", ACTIVE, BOTH, lambda e: e.own_qemu == "hung", Act.KILL_OWN,
+         lambda e: "this host's QEMU stopped answering QMP: killing it so the peer can serve"),
+    # ----- a peer that serves alone
+    Rule("peer-took-over", COLO, P, lambda e: peer_wins(e), Act.FENCE,
+         lambda e: f"the secondary serves alone (epoch {e.peer.epoch}): it took over while "
+                   "this host was unreachable, so this host stops serving"),
+    Rule("primary-dropped-us", COLO, S, lambda e: _peer(e, "alone", True), Act.FENCE,
+         lambda e: "the primary dropped this secondary and serves alone"),
+    Rule("stale-secondary", COLO, S, lambda e: e.stale, Act.FENCE,
+         lambda e: "the COLO stream broke while the primary ran on: this secondary's disk may "
+                   "lack its later writes, so it can never take over"),
+    Rule("peer-serves-newer", frozenset({Phase.ALONE}), BOTH, peer_wins, Act.FENCE,
+         lambda e: f"both hosts serve alone; the peer's epoch {e.peer.epoch} "
+                   f"(rank {e.peer.rank}) outranks this host's {e.epoch} (rank {e.rank})"),
+    Rule("peer-serves-while-starting", frozenset({Phase.STARTING, Phase.WAITING_PEER}), BOTH,
+         lambda e: _peer(e, "alone", True), Act.FENCE,
+         lambda e: "the peer serves the guest alone: this host must not start a second one"),
+    # ----- evidence gathered before this runner stalled is stale: look again first
+    Rule("self-stalled", ACTIVE, BOTH, lambda e: e.stalled, Act.HOLD,
+         lambda e: "this runner was not scheduled for longer than the heartbeat budget: "
+                   "waiting one budget for fresh evidence before acting"),
+    # ----- the peer's QEMU died, by its own runner's word
+    Rule("peer-qemu-died", COLO, S, lambda e: _peer(e, "qemu", "dead"), Act.TAKE_OVER,
+         lambda e: "the primary's runner reports its QEMU died"),
+    Rule("peer-qemu-died", COLO, P, lambda e: _peer(e, "qemu", "dead"), Act.DROP,
+         lambda e: "the secondary's runner reports its QEMU died"),
+    # ----- what this host's own QEMU reports (primary)
+    Rule("replication-child-failed", COLO, P, lambda e: e.replication_bad, Act.DROP,
+         lambda e: "the replication child failed a write: the secondary's disk misses it, "
+                   "so it must not be checkpointed or promoted"),
+    Rule("colo-stream-broken", COLO, P, lambda e: e.colo_exit_error, Act.DROP,
+         lambda e: "the COLO stream to the secondary broke (COLO_EXIT, reason error)"),
+    # ----- the COLO stream broke and the peer's QEMU port refuses: its QEMU is gone
+    Rule("stream-broken-port-refused", COLO, S,
+         lambda e: e.colo_exit_error and e.probe == "dead", Act.TAKE_OVER,
+         lambda e: "the COLO stream broke and the primary's host refuses connections to its "
+                   "QEMU: it is gone"),
+    # ----- silence on every path
+    Rule("silence-just-started", COLO, BOTH,
+         lambda e: _silent(e) and e.watching_for_s < e.budget_s, Act.NONE, lambda e: ""),
+    Rule("silence-probe-pending", COLO, BOTH, lambda e: _silent(e) and e.probe is None,
+         Act.NONE, lambda e: ""),
+    Rule("silence-qemu-answers", COLO, BOTH, lambda e: _silent(e) and e.probe == "alive",
+         Act.HOLD, lambda e: "the peer's runner is silent but its QEMU answers: waiting"),
+    Rule("silence-refused-stream-alive", COLO, S,
+         lambda e: _silent(e) and e.probe == "dead" and not e.colo_exit_error, Act.HOLD,
+         lambda e: "the primary is silent and refuses the probe, yet the COLO stream from its "
+                   "QEMU is intact: a firewall rejecting the probe? not promoting"),
+    Rule("peer-host-lost", COLO, S, _silent, Act.TAKE_OVER,
+         lambda e: f"no heartbeat from the primary on any path ({_paths(e)}) for "
+                   f"{e.budget_s * 1000:.0f} ms, and its QEMU does not answer ({e.probe})"),
+    Rule("peer-host-lost", COLO, P, _silent, Act.DROP,
+         lambda e: f"no heartbeat from the secondary on any path ({_paths(e)}) for "
+                   f"{e.budget_s * 1000:.0f} ms, and its QEMU does not answer ({e.probe})"),
+    # ----- the replication link, from either side's view (the peer's view comes with it)
+    Rule("replication-deaf-one-way", COLO, P,
+         lambda e: REPLICATION_PATH in e.heard and e.peer_deaf, Act.DROP,
+         lambda e: "the secondary does not hear this host on the replication link "
+                   "(one-way loss): COLO cannot checkpoint"),
+    Rule("replication-lost", COLO, P,
+         lambda e: REPLICATION_PATH in e.paths and REPLICATION_PATH not in e.heard
+         and e.probe == "unreachable", Act.DROP,
+         lambda e: f"replication link lost (the secondary is still heard on "
+                   f"{', '.join(e.heard)}): dropping it"),
+    Rule("replication-lost", COLO, S,
+         lambda e: REPLICATION_PATH in e.paths and REPLICATION_PATH not in e.heard,
+         Act.HOLD, lambda e: f"replication link lost, primary alive on {', '.join(e.heard)}: "
+                             "not promoting"),
+    Rule("checkpoints-stalled", COLO, P, lambda e: e.checkpoint_stalled, Act.DROP,
+         lambda e: "no checkpoint for far longer than the checkpoint delay: COLO no longer "
+                   "protects"),
+    Rule("stream-broken-primary-alive", COLO, S, lambda e: e.colo_exit_error, Act.HOLD,
+         lambda e: "the COLO stream broke; waiting for the primary's next report"),
+)  # fmt: skip
+
+
+def decide(e: Evidence) -> Decision:
+    for rule in RULES:
+        if e.phase in rule.phases and e.role in rule.roles and rule.when(e):
+            reason = rule.why(e)
+            return Decision(rule.act, rule.name, reason, NEXT_PHASE.get(rule.act))
+    return Decision(Act.NONE, "", "", None)
+
+
+def protected(e: Evidence) -> bool:
+    """Whether the pair protects the guest right now, from facts only."""
+    return (
+        e.phase is Phase.COLO
+        and e.own_qemu == "running"
+        and e.peer is not None
+        and e.peer.qemu == "running"
+        and e.peer.colo in ("primary", "secondary")
+        and e.peer.colo != e.role
+        and not e.peer.alone
+        and bool(e.heard)
+        and not (e.colo_exit_error or e.replication_bad or e.checkpoint_stalled)
+    )

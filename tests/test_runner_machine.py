@@ -1,0 +1,172 @@
+"""The runner's rule table, row by row: each case is one situation and the row it must hit.
+
+A case names the row it expects; the last test checks that every row of RULES is hit by
+some case, so a new row comes with its test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from colospec.runner.machine import (
+    RULES,
+    Act,
+    Evidence,
+    PeerView,
+    Phase,
+    decide,
+    peer_wins,
+    protected,
+)
+
+PEER_SECONDARY = PeerView(
+    qemu="running", role="secondary", colo="secondary", alone=False, epoch=0, rank=0,
+    hears=("replication", "lan"),
+)  # fmt: skip
+PEER_PRIMARY = dataclasses.replace(PEER_SECONDARY, role="primary", colo="primary")
+PEER_ALONE = dataclasses.replace(PEER_PRIMARY, colo="none", alone=True, epoch=1, rank=0)
+
+
+def colo(role: str = "primary", **changes) -> Evidence:
+    """A healthy COLO host of that role, one budget into watching, hearing both paths."""
+    base = Evidence(
+        phase=Phase.COLO, role=role, epoch=0, rank=0, own_qemu="running",
+        colo_exit_error=False, replication_bad=False, checkpoint_stalled=False,
+        peer_deaf=False, stalled=False, watching_for_s=5.0, budget_s=0.3,
+        paths=("replication", "lan"), heard=("replication", "lan"),
+        peer=PEER_SECONDARY if role == "primary" else PEER_PRIMARY,
+        stale=False, probe=None,
+    )  # fmt: skip
+    return dataclasses.replace(base, **changes)
+
+
+SILENT = {"heard": ()}
+
+CASES = [
+    # (id, evidence, expected rule, expected act)
+    ("healthy primary", colo("primary"), "", Act.NONE),
+    ("healthy secondary", colo("secondary"), "", Act.NONE),
+    ("own qemu gone", colo(own_qemu="gone"), "own-qemu-gone", Act.EXIT),
+    ("own qemu gone while alone", colo(phase=Phase.ALONE, own_qemu="gone"), "own-qemu-gone", Act.EXIT),
+    ("own qemu hung", colo("secondary", own_qemu="hung"), "own-qemu-hung", Act.KILL_OWN),
+    ("secondary took over while this primary was away",
+     colo("primary", peer=PEER_ALONE), "peer-took-over", Act.FENCE),
+    ("primary dropped this secondary",
+     colo("secondary", peer=dataclasses.replace(PEER_PRIMARY, alone=True, epoch=1, rank=1)),
+     "primary-dropped-us", Act.FENCE),
+    ("both alone, the peer newer",
+     colo(phase=Phase.ALONE, epoch=1, rank=1, peer=dataclasses.replace(PEER_ALONE, epoch=2)),
+     "peer-serves-newer", Act.FENCE),
+    ("both alone, same epoch, the peer was primary",
+     colo(phase=Phase.ALONE, epoch=1, rank=0, peer=dataclasses.replace(PEER_ALONE, rank=1)),
+     "peer-serves-newer", Act.FENCE),
+    ("both alone, this host outranks the peer",
+     colo(phase=Phase.ALONE, epoch=1, rank=1, peer=PEER_ALONE), "", Act.NONE),
+    ("starting while the peer serves alone",
+     colo(phase=Phase.WAITING_PEER, peer=PEER_ALONE), "peer-serves-while-starting", Act.FENCE),
+    ("stalled runner waits for fresh evidence",
+     colo("secondary", stalled=True, probe="unreachable", **SILENT), "self-stalled", Act.HOLD),
+    ("the primary's runner reports its QEMU died",
+     colo("secondary", peer=dataclasses.replace(PEER_PRIMARY, qemu="dead")),
+     "peer-qemu-died", Act.TAKE_OVER),
+    ("the secondary's runner reports its QEMU died",
+     colo("primary", peer=dataclasses.replace(PEER_SECONDARY, qemu="dead")),
+     "peer-qemu-died", Act.DROP),
+    ("replication child failed a write", colo("primary", replication_bad=True),
+     "replication-child-failed", Act.DROP),
+    ("COLO stream broken, primary", colo("primary", colo_exit_error=True),
+     "colo-stream-broken", Act.DROP),
+    ("COLO stream broken and the primary's port refuses",
+     colo("secondary", colo_exit_error=True, probe="dead"),
+     "stream-broken-port-refused", Act.TAKE_OVER),
+    ("stream broken while the primary ran on: stale",
+     colo("secondary", colo_exit_error=True, probe="dead", stale=True),
+     "stale-secondary", Act.FENCE),
+    ("silence, just started watching", colo("secondary", watching_for_s=0.1, **SILENT),
+     "silence-just-started", Act.NONE),
+    ("silence, probe under way", colo("secondary", **SILENT), "silence-probe-pending", Act.NONE),
+    ("silence, the peer's QEMU answers", colo("secondary", probe="alive", **SILENT),
+     "silence-qemu-answers", Act.HOLD),
+    ("silence, refused, COLO stream intact (a firewall)",
+     colo("secondary", probe="dead", **SILENT), "silence-refused-stream-alive", Act.HOLD),
+    ("silence, the primary's host unreachable", colo("secondary", probe="unreachable", **SILENT),
+     "peer-host-lost", Act.TAKE_OVER),
+    ("silence, refused and stream broken",
+     colo("secondary", probe="dead", colo_exit_error=True, **SILENT),
+     "stream-broken-port-refused", Act.TAKE_OVER),
+    ("silence, the secondary's host unreachable", colo("primary", probe="unreachable", **SILENT),
+     "peer-host-lost", Act.DROP),
+    ("silence, the secondary refuses", colo("primary", probe="dead", **SILENT),
+     "peer-host-lost", Act.DROP),
+    ("the secondary is deaf on the replication link", colo("primary", peer_deaf=True),
+     "replication-deaf-one-way", Act.DROP),
+    ("replication silent, LAN alive, secondary unreachable",
+     colo("primary", heard=("lan",), probe="unreachable"), "replication-lost", Act.DROP),
+    ("replication silent, LAN alive, secondary's QEMU answers",
+     colo("primary", heard=("lan",), probe="alive"), "", Act.NONE),
+    ("replication silent, LAN alive: the secondary never promotes",
+     colo("secondary", heard=("lan",), probe="unreachable"), "replication-lost", Act.HOLD),
+    ("checkpoints stalled", colo("primary", checkpoint_stalled=True),
+     "checkpoints-stalled", Act.DROP),
+    ("stream broken, primary heard and running", colo("secondary", colo_exit_error=True),
+     "stream-broken-primary-alive", Act.HOLD),
+    ("a refused probe alone never promotes while heartbeats arrive",
+     colo("secondary", probe="dead"), "", Act.NONE),
+    ("alone and unchallenged", colo(phase=Phase.ALONE, epoch=1, rank=1, peer=None), "", Act.NONE),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("evidence, rule, act", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_rule_row(evidence, rule, act):
+    decision = decide(evidence)
+    assert (decision.rule, decision.act) == (rule, act), decision.reason
+    if act not in (Act.NONE,):
+        assert decision.reason, "every decision that acts or holds says why"
+
+
+def test_every_rule_row_has_a_case():
+    hit = {c[2] for c in CASES}
+    assert {r.name for r in RULES} <= hit
+
+
+@pytest.mark.parametrize(
+    "act, phase", [(Act.TAKE_OVER, Phase.ALONE), (Act.DROP, Phase.ALONE),
+                   (Act.FENCE, Phase.FENCED), (Act.EXIT, Phase.FAILED)],
+)  # fmt: skip
+def test_actions_lead_to_their_phase(act, phase):
+    evidence = next(c[1] for c in CASES if c[3] is act)
+    assert decide(evidence).next_phase is phase
+
+
+def test_the_secondary_never_takes_over_while_it_hears_a_running_primary():
+    # Whatever else it sees: a refused probe, a broken stream, a lost replication path.
+    for probe in (None, "alive", "dead", "unreachable"):
+        for exit_error in (False, True):
+            for heard in (("replication", "lan"), ("lan",), ("replication",)):
+                e = colo("secondary", probe=probe, colo_exit_error=exit_error, heard=heard,
+                         stale=exit_error)  # fmt: skip
+                assert decide(e).act is not Act.TAKE_OVER, (probe, exit_error, heard)
+
+
+def test_epoch_order_is_total_and_antisymmetric():
+    for a in range(3):
+        for b in range(3):
+            for ra in (0, 1):
+                for rb in (0, 1):
+                    me = colo(phase=Phase.ALONE, epoch=a, rank=ra,
+                              peer=dataclasses.replace(PEER_ALONE, epoch=b, rank=rb))  # fmt: skip
+                    them = colo(phase=Phase.ALONE, epoch=b, rank=rb,
+                                peer=dataclasses.replace(PEER_ALONE, epoch=a, rank=ra))  # fmt: skip
+                    if (a, ra) != (b, rb):
+                        assert peer_wins(me) != peer_wins(them)  # exactly one stops
+
+
+def test_protected_only_with_every_fact():
+    assert protected(colo("primary")) and protected(colo("secondary"))
+    for change in ({"colo_exit_error": True}, {"replication_bad": True},
+                   {"checkpoint_stalled": True}, {"heard": ()}, {"phase": Phase.ALONE},
+                   {"phase": Phase.WAITING_PEER}, {"peer": None}, {"peer": PEER_ALONE},
+                   {"own_qemu": "hung"}):  # fmt: skip
+        assert not protected(colo("primary", **change)), change
