@@ -12,6 +12,7 @@ import json
 import re
 import shlex
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from systemd_host import SystemdHost
 from pairlab import ROOT, PairLab
 
 pytestmark = pytest.mark.integration
+RESTART_WATCH_S = 3
 
 
 def unit_commands(unit: Path, key: str) -> list[list[str]]:
@@ -120,6 +122,14 @@ def check_pair_under_systemd(lab: PairLab, hosts: dict[str, SystemdHost]) -> Non
 
     lab.wait_for("b takes over", b_took_over)
     assert status("b")["last_failover"]["reason"]
+    # systemd never starts a second QEMU on a: its runner exits 3 (QEMU gone) and is not
+    # restarted, and a restarted runner would only require a running QEMU, not start one.
+    lab.wait_for("a's runner to end", lambda: hosts["a"].systemctl(
+        "is-active", runner, check=False).stdout.strip() in ("inactive", "failed"))  # fmt: skip
+    time.sleep(RESTART_WATCH_S)  # longer than RestartSec=: a restart would have happened
+    assert hosts["a"].systemctl("is-active", qemu, check=False).stdout.strip() != "active"
+    assert main_pid("a", qemu) == "0", "systemd started a second QEMU after the first died"
+    assert hosts["a"].systemctl("is-active", runner, check=False).stdout.strip() != "active"
 
     # Stopping the target, or the runner (the end of protection), stops everything and
     # removes the tap. systemctl returns once the target itself is down: it stops first,
