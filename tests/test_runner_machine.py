@@ -34,7 +34,7 @@ def colo(role: str = "primary", **changes) -> Evidence:
     base = Evidence(
         phase=Phase.COLO, role=role, epoch=0, rank=0, own_qemu="running",
         colo_exit_error=False, replication_bad=False, checkpoint_stalled=False,
-        peer_deaf=False, stalled=False, watching_for_s=5.0, budget_s=0.3,
+        peer_deaf=False, secondary_silent=False, stalled=False, watching_for_s=5.0, budget_s=0.3,
         paths=("replication", "lan"), heard=("replication", "lan"),
         peer=PEER_SECONDARY if role == "primary" else PEER_PRIMARY,
         stale=False, probe=None,
@@ -110,6 +110,8 @@ CASES = [
      colo("secondary", heard=("lan",), probe="unreachable"), "replication-lost", Act.HOLD),
     ("checkpoints stalled", colo("primary", checkpoint_stalled=True),
      "checkpoints-stalled", Act.DROP),
+    ("the secondary's guest is silent", colo("primary", secondary_silent=True),
+     "secondary-silent", Act.DROP),
     ("stream broken, primary heard and running", colo("secondary", colo_exit_error=True),
      "stream-broken-primary-alive", Act.HOLD),
     ("a refused probe alone never promotes while heartbeats arrive",
@@ -166,7 +168,8 @@ def test_epoch_order_is_total_and_antisymmetric():
 def test_protected_only_with_every_fact():
     assert protected(colo("primary")) and protected(colo("secondary"))
     for change in ({"colo_exit_error": True}, {"replication_bad": True},
-                   {"checkpoint_stalled": True}, {"heard": ()}, {"phase": Phase.ALONE},
+                   {"checkpoint_stalled": True}, {"secondary_silent": True}, {"heard": ()},
+                   {"phase": Phase.ALONE},
                    {"phase": Phase.WAITING_PEER}, {"peer": None}, {"peer": PEER_ALONE},
                    {"own_qemu": "hung"}):  # fmt: skip
         assert not protected(colo("primary", **change)), change

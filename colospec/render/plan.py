@@ -106,7 +106,15 @@ def render_plan(pair: Pair, host: Host, scripts: list[str]) -> dict[str, Any]:
         "disks": disks_section(pair, host),
         "network": network_section(pair, host),
         "heartbeat": heartbeat_section(pair, host),
-        "watch": watch_section(pair, host, pair.replication.checkpoint_delay_ms),
+        "watch": watch_section(
+            pair,
+            host,
+            pair.replication.checkpoint_delay_ms,
+            # colo-compare's secondary_in (chardev compare1) listens here on the primary.
+            {"address": host.address, "port": pair.replication.ports.compare}
+            if host.role == "primary"
+            else None,
+        ),
         "steps": plan_steps(host, scripts),
         "failover": failover_section(),
         "units": units_section(pair, host),
@@ -172,13 +180,16 @@ def heartbeat_section(pair: Pair, host: Host) -> dict[str, Any]:
     }
 
 
-def watch_section(pair: Pair, host: Host, checkpoint_delay_ms: int) -> dict[str, Any]:
-    """What the runner watches in QEMU's events: checkpoints (a stall means COLO stopped),
-    and on the primary the replication child (an I/O error there means its writes no
-    longer reach the secondary)."""
+def watch_section(
+    pair: Pair, host: Host, checkpoint_delay_ms: int, secondary_output: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What the runner watches: checkpoints (a stall means COLO stopped); on the primary the
+    replication child (an I/O error there means its writes no longer reach the secondary)
+    and, where colo-compare runs, the connection that carries the secondary's output."""
     return {
         "checkpoint_delay_ms": checkpoint_delay_ms,
         "replication_node": pair.replication_node(host),
+        "secondary_output": secondary_output,
     }
 
 

@@ -92,7 +92,8 @@ def render_vmft_plan(
             "ingress_redirect": [{"from": host.tap, "to": vmft.ifb_for(host.tap)}],
         },
         "heartbeat": heartbeat_section(pair, host),
-        "watch": watch_section(pair, host, QEMU_DEFAULT_CHECKPOINT_DELAY_MS),
+        # No colo-compare: the secondary's output goes to RDMA-Paxos, not to this QEMU.
+        "watch": watch_section(pair, host, QEMU_DEFAULT_CHECKPOINT_DELAY_MS, None),
         "steps": vmft_steps(host),
         "failover": failover_section(),
         "units": units_section(pair, host),

@@ -86,6 +86,7 @@ class Evidence:
     replication_bad: bool  # the primary's replication child reported an I/O error
     checkpoint_stalled: bool  # COLO on, but no checkpoint for far longer than the delay
     peer_deaf: bool  # the peer's reports have lacked the replication path for the budget
+    secondary_silent: bool  # primary: its guest sends, the secondary's sends nothing
     stalled: bool  # this runner itself was not scheduled for longer than the budget
     watching_for_s: float
     budget_s: float
@@ -213,6 +214,9 @@ RULES: tuple[Rule, ...] = (
     Rule("checkpoints-stalled", COLO, P, lambda e: e.checkpoint_stalled, Act.DROP,
          lambda e: "no checkpoint for far longer than the checkpoint delay: COLO no longer "
                    "protects"),
+    Rule("secondary-silent", COLO, P, lambda e: e.secondary_silent, Act.DROP,
+         lambda e: "the secondary's guest sends nothing while this host's guest does: its "
+                   "NIC is silent (README, Known limits) and it protects nothing"),
     Rule("stream-broken-primary-alive", COLO, S, lambda e: e.colo_exit_error, Act.HOLD,
          lambda e: "the COLO stream broke; waiting for the primary's next report"),
 )  # fmt: skip
@@ -238,4 +242,5 @@ def protected(e: Evidence) -> bool:
         and not e.peer.alone
         and bool(e.heard)
         and not (e.colo_exit_error or e.replication_bad or e.checkpoint_stalled)
+        and not e.secondary_silent
     )

@@ -21,6 +21,7 @@ from colospec.runner.machine import Act, Decision, Evidence, Phase, decide, prot
 from colospec.runner.peer import PeerLink
 from colospec.runner.qemu_session import QemuSession
 from colospec.runner.sdnotify import sd_notify
+from colospec.runner.silence import Sample, SilenceWatch, read_counters
 from colospec.runner.steps import elapsed_ms
 
 log = logging.getLogger("colospec.run")
@@ -34,6 +35,10 @@ FAILOVER_ATTEMPTS = 2
 # No checkpoint for this many checkpoint delays (plus a margin for a slow one) means COLO
 # no longer checkpoints.
 STALL_DELAYS, STALL_MARGIN_S = 3, 2.0
+# A silent secondary shows over this many checkpoint delays (colo-compare then releases
+# the primary's output only at checkpoints), plus a margin.
+SILENT_DELAYS, SILENT_MARGIN_S = 2, 2.0
+SAMPLE_EVERY_S = 1.0
 POLL_S = 0.01
 
 
@@ -54,6 +59,9 @@ class Watcher:
         self.interval = peer.interval
         delay = self.plan["watch"]["checkpoint_delay_ms"] / 1000
         self.stall_s = STALL_DELAYS * delay + STALL_MARGIN_S
+        self.output = self.plan["watch"].get("secondary_output")
+        self.silence = SilenceWatch(SILENT_DELAYS * delay + SILENT_MARGIN_S)
+        self._sampler: asyncio.Task | None = None
         self.adopted_broken = False  # adopted a secondary whose stream broke unwatched
         self.lock = asyncio.Lock()
         self.started = self.last_tick = self.stall_at = time.monotonic()
@@ -70,6 +78,15 @@ class Watcher:
         if st.intent in ("take-over", "drop"):
             await self.failover(Act.TAKE_OVER if st.intent == "take-over" else Act.DROP,
                                 "resuming the failover an earlier runner began")  # fmt: skip
+        if self.output and st.role == "primary":
+            self._sampler = asyncio.create_task(self._sample_output(), name="silence")
+        try:
+            return await self._loop()
+        finally:
+            if self._sampler:
+                self._sampler.cancel()
+
+    async def _loop(self) -> int:
         while True:
             if self.stopping():
                 raise asyncio.CancelledError
@@ -90,6 +107,21 @@ class Watcher:
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.interval / 2)
+
+    async def _sample_output(self) -> None:
+        tap, out = self.plan["network"]["tap"], self.output
+        while self.store.state.phase is Phase.COLO:
+            try:
+                guest, secondary = await asyncio.to_thread(
+                    read_counters, tap, out["address"], out["port"]
+                )
+            except Exception as exc:  # netlink trouble: no evidence, never a crash
+                log.debug("cannot read the traffic counters: %s", exc)
+            else:
+                self.silence.add(Sample(time.monotonic(), guest, secondary))
+                if self.silence.silent():
+                    self.wake.set()
+            await asyncio.sleep(SAMPLE_EVERY_S)
 
     def _probe_owed(self) -> bool:
         """A broken COLO stream asks the peer's QEMU directly, once."""
@@ -121,6 +153,7 @@ class Watcher:
             replication_bad=in_colo and q.replication_error is not None,
             checkpoint_stalled=stalled_checkpoints,
             peer_deaf=self.peer.deaf_for() >= self.budget,
+            secondary_silent=in_colo and self.silence.silent(),
             stalled=now - self.stall_at < self.budget,
             watching_for_s=now - self.started,
             budget_s=self.budget,
