@@ -108,6 +108,11 @@ class Runtime:
 
 
 @dataclass(frozen=True)
+class Security:
+    key_file: str  # the pair's heartbeat key on both hosts (never in OUT)
+
+
+@dataclass(frozen=True)
 class Witness:
     """A third Paxos member that runs only RDMA-Paxos (vm-ft)."""
 
@@ -145,6 +150,7 @@ class Pair:
     replication: Replication
     failover: Failover
     runtime: Runtime
+    security: Security
     spec_sha256: str
     vmft: VmFt | None = None
 
@@ -277,6 +283,10 @@ def build_pair(data: dict[str, Any], spec_sha256: str) -> Pair:
         ),
         failover=Failover(**data["failover"]),
         runtime=Runtime(**data["runtime"]),
+        security=Security(
+            data["security"].get("key_file")
+            or f"{data['runtime']['artifacts_dir'].rstrip('/')}/{data['name']}.key"
+        ),
         spec_sha256=spec_sha256,
         vmft=_vmft(data["vmft"]) if "vmft" in data else None,
     )

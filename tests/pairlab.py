@@ -213,6 +213,12 @@ class PairLab:
         }
         # The units run the built directories where the lab keeps them.
         spec["runtime"] = {"artifacts_dir": str(self.out)}
+        self.key_file = self.tmp / "pair.key"
+        keygen = subprocess.run([*COLOSPEC, "keygen", str(self.key_file)], capture_output=True,
+                                text=True, cwd=ROOT)  # fmt: skip
+        if keygen.returncode != 0:
+            raise RuntimeError(f"colospec keygen failed: {keygen.stderr}")
+        spec["security"] = {"key_file": str(self.key_file)}
         if self.failover:
             spec["failover"] = self.failover
         self.spec = self.tmp / "pair.yaml"

@@ -29,6 +29,8 @@ def host_dirs(tmp_path) -> dict[str, Path]:
     data = yaml.safe_load((ROOT / "examples/pair.yaml").read_text())
     data["vm"]["disk"]["image"] = str(image)
     data["runtime"] = {"artifacts_dir": str(tmp_path / "installed")}
+    data["security"] = {"key_file": str(tmp_path / "pair.key")}
+    assert colospec("keygen", str(tmp_path / "pair.key")).returncode == 0
     spec = tmp_path / "pair.yaml"
     spec.write_text(yaml.safe_dump(data))
     assert colospec("build", str(spec), "-o", str(tmp_path / "out")).returncode == 0

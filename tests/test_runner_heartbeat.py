@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 
-from colospec.runner.heartbeat import Heartbeat, HeartbeatPath
+from colospec.runner.hbauth import REPLAY_WINDOW_S, seal, unseal
+from colospec.runner.heartbeat import PROTOCOL, Heartbeat, HeartbeatPath
 
 PORT = 18990
+KEY = bytes(range(32))
 
 
 def pair(interval_ms=20, missed=3):
     a = Heartbeat("p", "a", [HeartbeatPath("replication", "127.0.0.1", "127.0.0.2")],
-                  PORT, interval_ms, missed)  # fmt: skip
+                  PORT, interval_ms, missed, KEY)  # fmt: skip
     b = Heartbeat("p", "b", [HeartbeatPath("replication", "127.0.0.2", "127.0.0.1")],
-                  PORT, interval_ms, missed)  # fmt: skip
+                  PORT, interval_ms, missed, KEY)  # fmt: skip
     return a, b
 
 
@@ -59,7 +63,7 @@ def test_datagrams_from_other_pairs_or_addresses_are_ignored():
     async def main():
         a, _ = pair()
         stranger = Heartbeat("other-pair", "x", [HeartbeatPath("replication", "127.0.0.2",
-                             "127.0.0.1")], PORT, 20, 3)  # fmt: skip
+                             "127.0.0.1")], PORT, 20, 3, KEY)  # fmt: skip
         await a.start()
         await stranger.start()
         try:
@@ -78,17 +82,14 @@ def receiver(updates: list) -> Heartbeat:
         "p", "b",
         [HeartbeatPath("replication", "10.0.0.2", "10.0.0.1"),
          HeartbeatPath("lan", "192.168.0.2", "192.168.0.1")],
-        PORT, 100, 3, on_peer_update=lambda: updates.append(1),
+        PORT, 100, 3, KEY, on_peer_update=lambda: updates.append(1),
     )  # fmt: skip
 
 
-def datagram(**fields) -> bytes:
-    import json
-
-    from colospec.runner.heartbeat import PROTOCOL
-
-    msg = {"v": PROTOCOL, "pair": "p", "from": "a", "boot": "b1", "seq": 1, **fields}
-    return json.dumps(msg).encode()
+def datagram(key: bytes = KEY, **fields) -> bytes:
+    msg = {"v": PROTOCOL, "pair": "p", "from": "a", "boot": "b1", "seq": 1, "ts": time.time(),
+           **fields}  # fmt: skip
+    return seal(key, json.dumps(msg).encode())
 
 
 def test_only_the_configured_peer_address_speaks_on_a_path():
@@ -133,13 +134,11 @@ def test_another_protocol_version_is_ignored():
 
 
 def test_every_datagram_carries_what_the_sender_hears():
-    import json
-
     sent: list = []
 
     class Transport:
         def sendto(self, data, addr):
-            sent.append((json.loads(data), addr))
+            sent.append((json.loads(unseal(KEY, data)), addr))
 
     updates: list = []
     b = receiver(updates)
@@ -155,3 +154,45 @@ def test_every_datagram_carries_what_the_sender_hears():
     assert [(m["hears"], m["role"], addr[0]) for m, addr in sent] == [
         (["lan"], "secondary", "10.0.0.1"), (["lan"], "secondary", "192.168.0.1")
     ]  # fmt: skip
+
+
+def test_a_forged_datagram_is_never_acted_on_and_is_counted():
+    updates: list = []
+    b = receiver(updates)
+    rep = b.paths[0]
+    b._received(rep, datagram(key=bytes(32), qemu="dead"), ("10.0.0.1", PORT))  # wrong key
+    b._received(rep, b"x" * 40, ("10.0.0.1", PORT))  # garbage
+    tampered = bytearray(datagram(qemu="running"))
+    tampered[-3] ^= 1
+    b._received(rep, bytes(tampered), ("10.0.0.1", PORT))
+    assert (b.peer.report, b.peer.last_seen, updates, b.rejected) == ({}, {}, [], 3)
+
+
+def test_a_replayed_datagram_is_refused():
+    updates: list = []
+    b = receiver(updates)
+    rep = b.paths[0]
+    first = datagram(seq=7, qemu="running")
+    b._received(rep, first, ("10.0.0.1", PORT))
+    seen = b.peer.last_seen["replication"]
+    b._received(rep, first, ("10.0.0.1", PORT))  # the same datagram again
+    assert b.rejected == 1 and b.peer.last_seen["replication"] == seen and len(updates) == 1
+
+
+def test_a_datagram_outside_the_time_window_is_refused():
+    updates: list = []
+    b = receiver(updates)
+    old = datagram(seq=1, ts=time.time() - REPLAY_WINDOW_S - 1, qemu="dead")
+    b._received(b.paths[0], old, ("10.0.0.1", PORT))
+    assert (b.peer.report, b.rejected) == ({}, 1)
+
+
+def test_an_older_runner_instance_cannot_come_back():
+    updates: list = []
+    b = receiver(updates)
+    rep = b.paths[0]
+    b._received(rep, datagram(boot="old", seq=1, ts=time.time() - 5), ("10.0.0.1", PORT))
+    b._received(rep, datagram(boot="new", seq=1, ts=time.time() - 1), ("10.0.0.1", PORT))
+    b._received(rep, datagram(boot="old", seq=2, ts=time.time() - 4, qemu="dead"),
+                ("10.0.0.1", PORT))  # fmt: skip
+    assert b.peer.report["boot"] == "new" and b.rejected == 1

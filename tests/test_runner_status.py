@@ -117,7 +117,7 @@ def test_without_a_runner_json_has_every_key_with_nulls_and_exits_3(host_dir):
         "role": None, "colo_mode": None, "vm_status": None, "qemu_pid": None,
         "peer": {"name": "node-a", "reachable": None, "paths": []},
         "last_failover": None, "runner": "not running",
-        "phase": None, "protected": False, "epoch": None,
+        "phase": None, "protected": False, "epoch": None, "heartbeats_rejected": None,
     }  # fmt: skip
 
 
@@ -138,6 +138,7 @@ def test_without_a_runner_text_shows_unknowns_as_dashes_and_exits_3(host_dir):
         "reachable:     -",
         "last failover: -",
         "epoch:         -",
+        "rejected:      -",
     ]
 
 
@@ -175,7 +176,7 @@ def test_with_a_runner_answering_exits_0_and_says_running(host_dir):
         "role": "secondary", "colo_mode": "secondary", "vm_status": "running",
         "qemu_pid": 4242, "last_failover": None, "checkpoints": 17,
         "peer": {"name": "node-a", "reachable": True, "paths": ["replication", "lan"]},
-        "phase": "colo", "protected": True, "epoch": 0,
+        "phase": "colo", "protected": True, "epoch": 0, "heartbeats_rejected": 0,
     }  # fmt: skip
     with answering_runner(host_dir, reply):
         code, out = status(host_dir, "--json")
@@ -199,4 +200,5 @@ def test_with_a_runner_answering_exits_0_and_says_running(host_dir):
         "reachable:     yes (replication, lan)",
         "last failover: never",
         "epoch:         0",
+        "rejected:      0",
     ]

@@ -182,6 +182,8 @@ def test_colospec_run_refuses_a_qemu_that_does_not_link_libinterpose(tmp_path):
     data["name"] = name
     data["qemu"]["binary"] = QEMU
     data["vm"]["disk"]["image"] = str(tmp_path / "disk.raw")
+    data["security"] = {"key_file": str(tmp_path / "pair.key")}
+    assert colospec("keygen", str(tmp_path / "pair.key")).returncode == 0
     subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(tmp_path / "disk.raw"), "1M"],
                    check=True)  # fmt: skip
     spec = tmp_path / "spec.yaml"

@@ -177,6 +177,8 @@ def heartbeat_section(pair: Pair, host: Host) -> dict[str, Any]:
         "missed": pair.failover.missed_heartbeats,
         # The peer QEMU's NBD server: answers while that QEMU lives.
         "peer_qemu_probe": {"address": peer.address, "port": ports.nbd},
+        # Where the key is, never the key: it is made on the hosts by `colospec keygen`.
+        "key_file": pair.security.key_file,
     }
 
 

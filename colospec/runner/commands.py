@@ -40,6 +40,7 @@ def _load(args: argparse.Namespace) -> HostArtifacts:
 
 
 _ERRORS = {
+    "colospec.runner.hbauth": "KeyFileError",
     "colospec.runner.hoststate": "AlreadyRunning",
     "colospec.runner.disks": "DiskError",
     "colospec.runner.network": "NetworkError",
@@ -111,7 +112,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 STATUS_RUNNING, STATUS_NOT_RUNNING = 0, 3
 STATUS_KEYS = (
     "role", "colo_mode", "vm_status", "qemu_pid", "peer", "last_failover", "runner",
-    "phase", "protected", "epoch",
+    "phase", "protected", "epoch", "heartbeats_rejected",
 )  # fmt: skip
 STATUS_HELP = """role, COLO mode, VM status, QEMU pid, peer, last failover, runner, phase,
 protected, epoch. Exit status 0 while this host's runner answers, 3 when it does not (as
@@ -119,7 +120,8 @@ protected, epoch. Exit status 0 while this host's runner answers, 3 when it does
 peer ({name, reachable, paths}), last_failover, runner ("running" or "not running"),
 phase (starting, waiting-peer, colo, alone, fenced, failed), protected (true only while
 both QEMUs are in COLO mode, checkpoints advance, the replication child is healthy and
-the peer is heard) and epoch; null where unknown (text: "-"). Without a runner nothing
+the peer is heard), epoch and heartbeats_rejected (datagrams dropped as unauthentic or
+replayed); null where unknown (text: "-"). Without a runner nothing
 is protected; role and phase come from the runner's state file written for the QEMU that
 runs now, never from an earlier run's."""
 
@@ -144,6 +146,7 @@ def _offline_status(arts: HostArtifacts) -> dict[str, Any]:
         "phase": current.get("phase"),
         "protected": False,  # no runner watches: nothing would fail over
         "epoch": current.get("epoch"),
+        "heartbeats_rejected": None,
     }
 
 
@@ -175,6 +178,7 @@ def _status_lines(arts: HostArtifacts, status: dict[str, Any]) -> list[str]:
         ("reachable", reachable),
         ("last failover", failover),
         ("epoch", shown(status.get("epoch"))),
+        ("rejected", shown(status.get("heartbeats_rejected"))),
     ]
     return [f"{label + ':':<15}{value}".rstrip() for label, value in rows]
 
@@ -198,6 +202,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print("\n".join(_status_lines(arts, status)))
     return STATUS_RUNNING if status["runner"] == "running" else STATUS_NOT_RUNNING
+
+
+@operator_errors
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from colospec.runner.hbauth import write_key_file
+
+    try:
+        write_key_file(Path(args.file), force=args.force)
+    except OSError as exc:
+        print(f"colospec: error: cannot write {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.file} (mode 0600): copy it to the same path on both hosts of the "
+          "pair, owned by root (security.key_file)", file=sys.stderr)  # fmt: skip
+    return 0
 
 
 @operator_errors
@@ -277,6 +297,17 @@ def add_runner_commands(sub: argparse._SubParsersAction, command) -> None:
         "--force", action="store_true", help="promote a secondary even though its primary is alive"
     )
     p.set_defaults(func=cmd_failover)
+
+    p = command(
+        sub,
+        "keygen",
+        "create a pair's heartbeat key (security.key_file)",
+        "colospec keygen /etc/colospec/web1.key",
+        _SIMPLE_EXIT_CODES,
+    )
+    p.add_argument("file", metavar="FILE", help="where to write it (mode 0600)")
+    p.add_argument("--force", action="store_true", help="replace an existing key")
+    p.set_defaults(func=cmd_keygen)
 
     p = command(
         sub,

@@ -7,6 +7,8 @@ lost on a path after `missed` intervals without a datagram there.
 
 Two paths (the replication network and the LAN) let a secondary tell "the primary is
 dead" from "only the replication link is cut": only the first justifies promotion.
+Every datagram is authenticated and checked for replay (hbauth.py); anything else is
+counted and dropped, never acted on.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from colospec.runner.hbauth import ReplayGuard, seal, unseal
+
 log = logging.getLogger("colospec.heartbeat")
 # 2: every report carries the sender's view (hears, role, colo, alone, epoch, rank).
 PROTOCOL = 2
 IP_FREEBIND = 15  # linux/in.h; Python's socket module lacks the name
+REJECT_LOG_EVERY_S = 10.0  # a flood of forged datagrams makes one log line per period
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,10 @@ class Heartbeat:
         port: int,
         interval_ms: int,
         missed: int,
+        key: bytes,
         on_peer_update: Callable[[], None] | None = None,
     ):
-        self.pair, self.me, self.paths, self.port = pair, me, paths, port
+        self.pair, self.me, self.paths, self.port, self.key = pair, me, paths, port, key
         self.interval = interval_ms / 1000
         self.timeout = self.interval * missed
         self.on_peer_update = on_peer_update
@@ -81,6 +87,9 @@ class Heartbeat:
         self._task: asyncio.Task | None = None
         self._changed = asyncio.Event()
         self._warned_version = False
+        self._guard = ReplayGuard()
+        self.rejected = 0  # datagrams dropped as unauthentic or replayed
+        self._rejected_since_log, self._logged_at = 0, float("-inf")
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -115,11 +124,14 @@ class Heartbeat:
         self._seq += 1
         message = {
             "v": PROTOCOL, "pair": self.pair, "from": self.me, "boot": self._boot, "seq": self._seq,
+            "ts": time.time(),  # the receiver's replay window
             # This runner's view of the peer travels with every heartbeat, so a one-way
             # loss is seen by both sides.
             "hears": self.alive_paths(),
         }  # fmt: skip
-        data = json.dumps({**self.report, **message}, separators=(",", ":")).encode()
+        data = seal(
+            self.key, json.dumps({**self.report, **message}, separators=(",", ":")).encode()
+        )
         for ep in self._endpoints:
             if ep.transport:
                 try:
@@ -152,8 +164,12 @@ class Heartbeat:
             await asyncio.wait_for(self._changed.wait(), timeout)
 
     def _received(self, path: HeartbeatPath, data: bytes, addr) -> None:
+        payload = unseal(self.key, data)
+        if payload is None:
+            self._reject(path, addr, "not signed with this pair's key")
+            return
         try:
-            msg = json.loads(data)
+            msg = json.loads(payload)
         except ValueError:
             return
         if not isinstance(msg, dict) or msg.get("pair") != self.pair or msg.get("from") == self.me:
@@ -166,7 +182,15 @@ class Heartbeat:
                 self._warned_version = True
             return
         if addr[0] != path.peer:
-            return  # only the configured peer may speak for the pair
+            self._reject(path, addr, "signed, but from another address than the peer's")
+            return
+        try:
+            why = self._guard.fresh(path.name, str(msg["boot"]), int(msg["seq"]), float(msg["ts"]))
+        except (KeyError, TypeError, ValueError):
+            why = "incomplete"
+        if why:
+            self._reject(path, addr, why)
+            return
         self.peer.last_seen[path.name] = time.monotonic()
         old = self.peer.report
         if old.get("boot") == msg.get("boot") and old.get("seq", 0) >= msg.get("seq", 0):
@@ -175,6 +199,15 @@ class Heartbeat:
         self._changed.set()
         if self.on_peer_update:
             self.on_peer_update()
+
+    def _reject(self, path: HeartbeatPath, addr, why: str) -> None:
+        self.rejected += 1
+        self._rejected_since_log += 1
+        now = time.monotonic()
+        if now - self._logged_at >= REJECT_LOG_EVERY_S:
+            log.warning("dropped %d heartbeat datagram(s) on the %s path, the latest from %s: %s",
+                        self._rejected_since_log, path.name, addr[0], why)  # fmt: skip
+            self._rejected_since_log, self._logged_at = 0, now
 
     async def _run(self) -> None:
         while True:

@@ -20,6 +20,7 @@ from colospec.runner import control
 from colospec.runner.artifacts import HostArtifacts
 from colospec.runner.disks import image_size
 from colospec.runner.errors import EXIT_FAILURE, EXIT_FENCED, EXIT_OK, RunError
+from colospec.runner.hbauth import load_key
 from colospec.runner.hoststate import HostState, StateStore, take_lock
 from colospec.runner.machine import Phase, protected
 from colospec.runner.peer import PeerLink
@@ -45,7 +46,8 @@ class Runner:
         self.wake = asyncio.Event()
         self.stop_requested = False
         self.qemu = QemuSession(self.plan, arts.host, on_event=self.wake.set)
-        self.peer = PeerLink(self.plan, arts.pair, arts.host, on_update=self.wake.set)
+        key = load_key(self.plan["heartbeat"]["key_file"])  # refused at once if unsafe
+        self.peer = PeerLink(self.plan, arts.pair, arts.host, key, on_update=self.wake.set)
         self.store = StateStore(self.run_dir, HostState(role=arts.role))
         self.bringup = BringUp(arts, self.qemu, self.peer, attach=attach,
                                set_phase=self._set_phase, stopping=self._stopping)  # fmt: skip
@@ -191,7 +193,7 @@ class Runner:
         if mine and before.intent == "fence":
             self.store.replace(kept)
             await self.watcher.fence("finishing the fence an earlier runner began")
-            raise PeerServes("this host had been fenced")
+            raise PeerServes("this host had been fenced")  # its exit code says so
         if colo["mode"] in ("primary", "secondary"):
             state = HostState(qemu_pid=pid, phase=Phase.COLO, role=colo["mode"],
                               epoch=kept.epoch, rank=kept.rank, intent=kept.intent)  # fmt: skip
@@ -293,5 +295,6 @@ class Runner:
             "phase": st.phase.value,
             "protected": in_watch and protected(self.watcher.evidence()),
             "epoch": st.epoch,
+            "heartbeats_rejected": self.peer.heartbeat.rejected,
             "checkpoints": self.qemu.checkpoints,
         }

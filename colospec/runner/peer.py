@@ -24,7 +24,14 @@ LATE_AFTER_INTERVALS = 1.5  # a late datagram or two is normal; later than this,
 
 
 class PeerLink:
-    def __init__(self, plan: dict[str, Any], pair: str, host: str, on_update: Callable[[], None]):
+    def __init__(
+        self,
+        plan: dict[str, Any],
+        pair: str,
+        host: str,
+        key: bytes,
+        on_update: Callable[[], None],
+    ):
         hb = plan["heartbeat"]
         self.name = plan["peer"]["name"]
         self.interval = hb["interval_ms"] / 1000
@@ -36,6 +43,7 @@ class PeerLink:
             port=hb["port"],
             interval_ms=hb["interval_ms"],
             missed=hb["missed"],
+            key=key,
             on_peer_update=self._updated,
         )
         self.target = hb["peer_qemu_probe"]

@@ -202,17 +202,20 @@ class Watcher:
             self.peer.report(urgent=True, qemu="dead")
             return EXIT_QEMU_GONE
         if d.act is Act.FENCE:
-            await self.fence(d.reason)
-            return EXIT_FENCED
+            return await self.fence(d.reason)
         await self.failover(d.act, d.reason)
         self.last_tick = time.monotonic()
         return None
 
-    async def fence(self, reason: str) -> None:
-        """Stop this host's guest for good: the peer serves it."""
+    async def fence(self, reason: str) -> int:
+        """Stop this host's guest for good: the peer serves it. EXIT_QEMU_GONE if the guest
+        had already died (the peer's news came first), else EXIT_FENCED."""
         self.store.update(intent="fence")
-        with contextlib.suppress(RunError):
+        already_gone = False
+        try:
             await self.qemu.execute("stop", timeout=2)  # output stops at once, then quit
+        except RunError:
+            already_gone = await self.qemu.process.wait_exit(0.05)
         with contextlib.suppress(RunError):
             await self.qemu.execute("quit", timeout=2)
         if not await self.qemu.process.wait_exit(STOP_TIMEOUT_S):
@@ -222,7 +225,11 @@ class Watcher:
         self.peer.report(urgent=True, qemu="dead", role="fenced", phase=Phase.FENCED.value,
                          alone=False, protected=False)  # fmt: skip
         sd_notify(STATUS=f"fenced: {reason}")
+        if already_gone:
+            log.warning("fenced: this host's QEMU had died already (%s)", reason)
+            return EXIT_QEMU_GONE
         log.warning("fenced: QEMU stopped (%s)", reason)
+        return EXIT_FENCED
 
     async def failover(self, act: Act, reason: str) -> dict[str, Any]:
         """Take over (secondary) or drop the secondary (primary); serve alone."""
