@@ -22,7 +22,7 @@ from colospec.runner.disks import image_size
 from colospec.runner.errors import EXIT_FAILURE, EXIT_FENCED, EXIT_OK, RunError
 from colospec.runner.hbauth import load_key
 from colospec.runner.hoststate import HostState, StateStore, take_lock
-from colospec.runner.machine import Phase, protected
+from colospec.runner.machine import Act, Phase, protected
 from colospec.runner.peer import PeerLink
 from colospec.runner.qemu_session import QemuSession
 from colospec.runner.sdnotify import sd_notify
@@ -252,8 +252,6 @@ class Runner:
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     async def _operator_failover(self, force: bool) -> dict[str, Any]:
-        from colospec.runner.machine import Act
-
         st = self.store.state
         if st.phase is not Phase.COLO:
             return {
