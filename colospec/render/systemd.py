@@ -7,12 +7,44 @@ colospec-<pair>.target pulls in, in order:
   -runner.service            `colospec run --attach`: QMP sequence, heartbeats, failover;
                              Type=notify, ready once COLO mode is reached
 Stopping the target stops them all (PropagatesStopTo=); nothing restarts QEMU with them.
+
+Every service is sandboxed (README "Least privilege"): the system read-only, writable
+only what the unit writes, the devices it opens, the address families and peers it
+talks to, no capabilities beyond what it uses. The paths come from the spec, so the
+sandbox is computed here and the templates say why.
 """
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
 from colospec.model import Host, Pair
-from colospec.render.text import render_template
+from colospec.render.text import render_template, systemd_quote
+
+TMP_DIRS = ("/tmp", "/var/tmp")  # PrivateTmp= replaces them
+HOME_DIRS = ("/home", "/root", "/run/user")  # ProtectHome= hides them
+DEV_FILESYSTEMS = ("/dev/shm", "/dev/hugepages", "/dev/mqueue")  # under /dev, not devices
+KVM, TUN = "/dev/kvm", "/dev/net/tun"
+PATH_MAX, NAME_MAX = 4096, 255
+PRIVILEGED_PORTS = 1024  # below: binding needs CAP_NET_BIND_SERVICE
+
+
+@dataclass
+class Sandbox:
+    """One unit's view of the system; the path lists are rendered for systemd already."""
+
+    read_write: str = ""  # ReadWritePaths=
+    read_only: str = ""  # ReadOnlyPaths=
+    inaccessible: str = ""  # InaccessiblePaths=
+    shared_tmp: bool = False  # its files are in /tmp or /var/tmp: no PrivateTmp=
+    home_read_only: bool = False  # ProtectHome=read-only instead of yes
+    private_devices: bool = True
+    bind_devices: str = ""  # BindPaths= into the private /dev
+    device_allow: list[str] = field(default_factory=list)  # one DeviceAllow= each
+    bind_service: bool = False  # CAP_NET_BIND_SERVICE: a port below 1024
+    ip_allow: str = ""  # IPAddressAllow= (after IPAddressDeny=any)
 
 
 def render_units(
@@ -21,6 +53,7 @@ def render_units(
     """qemu_env_file: relative to the host directory; QEMU's environment comes from it."""
     lay = pair.layout(host)
     colospec = pair.runtime.colospec
+    scratch_dir = posixpath.dirname(lay.active_disk) if host.role == "secondary" else None
     ctx = {
         "pair": pair,
         "host": host,
@@ -28,16 +61,153 @@ def render_units(
         "units": {p: lay.unit(p) for p in ("disks", "network", "qemu", "runner")},
         "qemu_argv": qemu_argv,
         "disks_argv": [colospec, "prepare", "disks", lay.installed_dir],
+        # Before the sandbox: ReadWritePaths= needs the directory to exist.
+        "scratch_mkdir_argv": ["/bin/mkdir", "-p", "-m", "0700", scratch_dir]
+        if scratch_dir
+        else None,
         "network_up_argv": [colospec, "prepare", "network", lay.installed_dir],
         "network_down_argv": [colospec, "cleanup", "network", lay.installed_dir],
         "runner_argv": [colospec, "run", "--attach", lay.installed_dir],
         "run_dir_rel": lay.run_dir.removeprefix("/run/"),
         "qemu_env_file": f"{lay.installed_dir}/{qemu_env_file}" if qemu_env_file else None,
+        "mdwe": pair.vm.accel == "kvm" and pair.flavor == "colo",
     }
-    return {
-        f"systemd/{lay.unit()}": render_template("systemd/pair.target.j2", **ctx),
-        f"systemd/{lay.unit('disks')}": render_template("systemd/disks.service.j2", **ctx),
-        f"systemd/{lay.unit('network')}": render_template("systemd/network.service.j2", **ctx),
-        f"systemd/{lay.unit('qemu')}": render_template("systemd/qemu.service.j2", **ctx),
-        f"systemd/{lay.unit('runner')}": render_template("systemd/runner.service.j2", **ctx),
-    }
+    sandboxes = sandboxes_for(pair, host)
+    units = {f"systemd/{lay.unit()}": render_template("systemd/pair.target.j2", **ctx)}
+    for part, sb in sandboxes.items():
+        units[f"systemd/{lay.unit(part)}"] = render_template(
+            f"systemd/{part}.service.j2", **ctx, sb=sb
+        )
+    return units
+
+
+def sandboxes_for(pair: Pair, host: Host) -> dict[str, Sandbox]:
+    """What each service of this host reads, writes, opens and talks to."""
+    lay, peer, ports = pair.layout(host), pair.peer_of(host), pair.replication.ports
+    secondary = host.role == "secondary"
+    scratch = [lay.active_disk, lay.hidden_disk] if secondary else []
+    artifacts = [lay.installed_dir]
+    key = [pair.security.key_file]
+    colospec = [pair.runtime.colospec]
+    kernel = (
+        [p for p in (pair.vm.kernel.path, pair.vm.kernel.initrd) if p] if pair.vm.kernel else []
+    )
+    qemu_reads = [pair.qemu.binary, *kernel]
+    qemu_writes = [host.image, *scratch]
+    qemu_devices = [(TUN, "rw")] + ([(KVM, "rw")] if pair.vm.accel in ("kvm", "auto") else [])
+    if pair.vmft:
+        v = pair.vmft
+        # RDMA-Paxos (linked in) reads its configuration from the artifacts and creates
+        # its two unix sockets; the tap scripts run as QEMU's children.
+        qemu_reads += [v.root, v.tap_up, v.tap_down, *artifacts]
+        qemu_writes += [posixpath.dirname(v.mirror_socket), posixpath.dirname(v.redirector_socket)]
+    image_device = [(host.image, "r")] if _is_device(host.image) else []
+    qemu_ports = [p for p in (ports.migration, ports.nbd, ports.mirror, ports.compare) if p]
+    scratch_dir = [posixpath.dirname(lay.active_disk)] if secondary else []
+    peer_addresses = [peer.address]
+    if host.lan_address and peer.lan_address:
+        peer_addresses.append(peer.lan_address)
+
+    disks = _sandbox(
+        reads=[*colospec, *artifacts, host.image],
+        writes=scratch_dir,
+        read_only=artifacts,
+        inaccessible=key,
+        devices=image_device,
+    )
+    network = _sandbox(
+        reads=[*colospec, *artifacts],
+        read_only=artifacts,
+        inaccessible=key,
+        devices=[(TUN, "rw")],
+    )
+    network.home_read_only = disks.home_read_only = True
+    qemu = _sandbox(
+        reads=qemu_reads,
+        writes=qemu_writes,
+        read_only=artifacts,
+        inaccessible=key,
+        devices=[*qemu_devices, *[(p, "rw") for p, _ in image_device]],
+    )
+    qemu.bind_service = min(qemu_ports) < PRIVILEGED_PORTS
+    if pair.vmft:
+        # RDMA-Paxos's InfiniBand devices and peers are its own: no device or address list.
+        qemu.private_devices, qemu.bind_devices, qemu.device_allow = False, "", []
+    else:
+        # QEMU's peers: the peer's QEMU (NBD, migration, the network filters' channels) and
+        # runner (its probes), all from its replication address; VNC only on loopback.
+        qemu.ip_allow = " ".join(["localhost", peer.address])
+    runner = _sandbox(
+        reads=[*colospec, *artifacts, *key, host.image, pair.qemu.binary],
+        read_only=artifacts,
+        devices=image_device,
+    )
+    runner.home_read_only = True
+    runner.bind_service = ports.heartbeat < PRIVILEGED_PORTS
+    runner.ip_allow = " ".join(peer_addresses)
+    return {"disks": disks, "network": network, "qemu": qemu, "runner": runner}
+
+
+def _sandbox(
+    *,
+    reads: Sequence[str],
+    writes: Sequence[str] = (),
+    read_only: Sequence[str] = (),
+    inaccessible: Sequence[str] = (),
+    devices: Sequence[tuple[str, str]] = (),
+) -> Sandbox:
+    writes = [_normal(p) for p in writes]
+    seen = [_normal(p) for p in reads] + writes
+    disk_devices = [p for p, _ in devices if p not in (KVM, TUN)]
+    sb = Sandbox(
+        read_write=_path_list(p for p in writes if not _under(p, ("/dev",))),
+        read_only=_path_list(_normal(p) for p in read_only),
+        inaccessible=_path_list(_normal(p) for p in inaccessible),
+        shared_tmp=any(_under(p, TMP_DIRS) for p in seen),
+        home_read_only=any(_under(p, HOME_DIRS) for p in seen),
+        # A disk on a device node keeps the host's /dev (and its symlinks), narrowed by
+        # the device list; otherwise a private /dev gets the few nodes the unit opens.
+        private_devices=not disk_devices,
+        device_allow=[f"{_word(_normal(p))} {mode}" for p, mode in devices if _usable(p)],
+    )
+    if sb.private_devices:
+        sb.bind_devices = _path_list(p for p, _ in devices)
+    return sb
+
+
+def _under(path: str, roots: tuple[str, ...]) -> bool:
+    return any(path == r or path.startswith(r + "/") for r in roots)
+
+
+def _is_device(path: str) -> bool:
+    path = _normal(path)
+    return _under(path, ("/dev",)) and not _under(path, DEV_FILESYSTEMS)
+
+
+def _normal(path: str) -> str:
+    """systemd ignores a path with "." or ".." in it (and warns): the lexical equivalent."""
+    return "/" + posixpath.normpath(path).lstrip("/")
+
+
+def _usable(path: str) -> bool:
+    """A path Linux can open at all; systemd would warn about (and skip) any other."""
+    data = path.encode()
+    return len(data) < PATH_MAX and all(len(part) <= NAME_MAX for part in data.split(b"/"))
+
+
+def _word(path: str, prefix: str = "") -> str:
+    """One word of a path list (ReadWritePaths=, DeviceAllow=, ...): systemd unquotes it,
+    a backslash escapes the next character, and '%' starts a specifier; '$' is plain
+    (tests/test_systemd_units.py reads them back from a real systemd)."""
+    return systemd_quote(prefix + path, executable=True)
+
+
+def _path_list(paths: Iterable[str]) -> str:
+    """Paths for a list directive, each "-"-prefixed: one that does not exist is left out
+    (and then stays read-only or absent), rather than failing the unit's start."""
+    out: list[str] = []
+    for p in paths:
+        word = _word(p, "-")
+        if _usable(p) and word not in out:
+            out.append(word)
+    return " ".join(out)
