@@ -9,7 +9,13 @@ from collections.abc import Callable, Iterator
 from colospec.diagnostics import Diagnostic
 from colospec.loader import LoadedSpec
 from colospec.model import ROLES, Pair, default_tap
-from colospec.versions import DEFECTS, defects_for, supported_versions, syntax_for
+from colospec.versions import (
+    DEFECTS,
+    defects_for,
+    parse_version,
+    supported_versions,
+    syntax_for,
+)
 
 Rule = Callable[[Pair, LoadedSpec], Iterator[Diagnostic]]
 RULES: list[Rule] = []
@@ -206,14 +212,31 @@ def qemu_version_known(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
             f"colospec has no syntax table for QEMU {version}",
             f"use one of: {', '.join(supported_versions())}",
         )
+    exact = parse_version(version)[2] is not None
     for defect in defects_for(version, pair.vm.accel):
         path = ("vm", "accel") if defect.accels != {"kvm", "tcg", "auto"} else ("qemu", "version")
+        # A whole release line may have fixed releases; an exact broken release is an error.
+        broken = defect.refuse and exact
         yield spec.diagnostic(
             path,
             f"known QEMU defect {defect.id}: {defect.summary}",
             defect.fix,
-            severity="warning",
+            severity="error" if broken else "warning",
             rule=defect.id,
+        )
+
+
+@rule
+def qemu_version_verified(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    syntax = syntax_for(pair.qemu.version)
+    if syntax is not None and syntax.basis == "docs" and pair.flavor == "colo":
+        yield spec.diagnostic(
+            ("qemu", "version"),
+            f"colospec's syntax for QEMU {pair.qemu.version} rests on QEMU's documentation; "
+            "no COLO pair of this release line has run with colospec yet",
+            "run the pair in a test setup first (README, 'QEMU versions'), or use a line "
+            "marked run there",
+            severity="warning",
         )
 
 

@@ -1,7 +1,9 @@
 """Everything that depends on the QEMU version, as data: syntax spellings and known defects.
 
 Renderers ask this table how to spell a thing instead of testing version numbers
-themselves; supporting a new QEMU means adding a row here (and a golden argv test).
+themselves. Supporting a new QEMU release line is one row here, its recorded QMP schema
+(tests/data/qemu/, tests/qemu-versions/record-qemu.py) and regenerated goldens
+(README, "QEMU versions").
 """
 
 from __future__ import annotations
@@ -23,15 +25,22 @@ class QemuSyntax:
     # Primary's replication child over NBD: QAPI "blockdev-add"/"blockdev-del", or HMP
     # "drive_add -n buddy"/"drive_del" as in the original COLO docs.
     replication_child: Literal["blockdev-add", "drive_add"]
-    # The secondary must also enable the x-colo capability (needed from QEMU 10).
+    # The secondary must also enable the x-colo capability (refused without it from 8.1).
     secondary_sets_x_colo: bool
+    # Migration capabilities to set for COLO, on both hosts: 11.x refuses x-colo without
+    # return-path ("Capability 'x-colo' requires capability 'return-path'").
+    colo_capabilities: tuple[str, ...]
     # QMP commands and QOM types the generated plan relies on; the runner checks the
     # real binary's query-qmp-schema and qom-list-types for them before starting.
     required_commands: tuple[str, ...]
     required_qom_types: tuple[str, ...]
+    # The full version whose query-qmp-schema is recorded in tests/data/qemu/ (None: no
+    # binary of this line could be run here) and what the row rests on.
+    recorded: str | None
+    basis: Literal["ran", "docs"]  # ran: COLO pairs of this line ran here; docs: not yet
 
 
-_QMP_7_2 = (
+REQUIRED_COMMANDS = (
     "migrate-set-capabilities",
     "migrate-set-parameters",
     "migrate",
@@ -51,21 +60,36 @@ _QMP_7_2 = (
     "query-yank",
 )
 
-SYNTAX: dict[str, QemuSyntax] = {
-    "7.2": QemuSyntax(
-        chardev_reconnect=("reconnect", "1"),
+_QOM_TYPES = ("colo-compare", "filter-mirror", "filter-redirector", "filter-rewriter", "iothread")
+_RECONNECT_S = ("reconnect", "1")  # seconds; deprecated in 9.2, removed in 10.2
+_RECONNECT_MS = ("reconnect-ms", "1000")  # from 9.2
+
+
+def _row(reconnect, capabilities=("x-colo",), recorded=None, basis="docs") -> QemuSyntax:
+    return QemuSyntax(
+        chardev_reconnect=reconnect,
         nbd_export="block-export-add",
         replication_child="blockdev-add",
         secondary_sets_x_colo=True,
-        required_commands=_QMP_7_2,
-        required_qom_types=(
-            "colo-compare",
-            "filter-mirror",
-            "filter-redirector",
-            "filter-rewriter",
-            "iothread",
-        ),
-    ),
+        colo_capabilities=capabilities,
+        required_commands=REQUIRED_COMMANDS,
+        required_qom_types=_QOM_TYPES,
+        recorded=recorded,
+        basis=basis,
+    )
+
+
+# One row per QEMU release line with COLO and a known syntax. The facts and their sources:
+# ../shared/notes/qemu-versions.md; what was run: README, "QEMU versions".
+SYNTAX: dict[str, QemuSyntax] = {
+    "7.2": _row(_RECONNECT_S, recorded="7.2.22", basis="ran"),
+    "8.2": _row(_RECONNECT_S),
+    "9.2": _row(_RECONNECT_MS),
+    "10.0": _row(_RECONNECT_MS, recorded="10.0.13", basis="ran"),
+    "10.1": _row(_RECONNECT_MS),
+    "10.2": _row(_RECONNECT_MS),
+    "11.0": _row(_RECONNECT_MS, ("return-path", "x-colo")),
+    "11.1": _row(_RECONNECT_MS, ("return-path", "x-colo"), recorded="11.1.3", basis="ran"),
 }
 
 
@@ -81,6 +105,8 @@ class Defect:
     fix: str
     # Builds that carry the fix: a substring of the build note `--version` prints.
     fixed_in_builds: tuple[str, ...] = ()
+    # The runner refuses such a binary instead of warning: COLO cannot work with it.
+    refuse: bool = False
 
 
 DEFECTS: tuple[Defect, ...] = (
@@ -110,6 +136,7 @@ DEFECTS: tuple[Defect, ...] = (
             "(regression from 'migration: Always set DEVICE state')"
         ),
         fix="use QEMU 10.0.7 or later",
+        refuse=True,
     ),
 )
 
@@ -125,7 +152,7 @@ def syntax_for(version: str) -> QemuSyntax | None:
 
 
 def supported_versions() -> list[str]:
-    return sorted(SYNTAX)
+    return sorted(SYNTAX, key=parse_version)
 
 
 def defects_for(version: str, accel: str, build: str = "") -> list[Defect]:

@@ -101,10 +101,13 @@ class PairLab:
         image_mib: int = 64,
         guest: bool = False,
         failover: dict[str, int] | None = None,
+        qemu: tuple[str, str] | None = None,
     ):
         """guest=False: firmware-only VMs under KVM with stock QEMU. guest=True: the Linux
-        test guest (tests/guest) under TCG on the fixed QEMU, serving at GUEST_IP."""
+        test guest (tests/guest) under TCG on the fixed QEMU, serving at GUEST_IP.
+        qemu: (binary, qemu.version) of another QEMU (tests/qemu-versions/fetch-qemu.sh)."""
         self.guest = guest
+        self.qemu = qemu
         self.failover = failover
         self.name = unique_name("lab")
         self.tmp = Path(tempfile.mkdtemp(prefix="cs-lab-"))
@@ -188,7 +191,7 @@ class PairLab:
             "disk": {"image": str(images["a"])},
             "nic": {"model": "e1000", "mac": "52:54:00:c0:10:01"},
         }  # fmt: skip
-        binary = "/usr/bin/qemu-system-x86_64"
+        binary, version = self.qemu or ("/usr/bin/qemu-system-x86_64", "7.2")
         if self.guest:
             from guestlib import guest_files, kernel_append
 
@@ -203,7 +206,7 @@ class PairLab:
         spec = {
             "apiVersion": "colospec/v1",
             "name": self.name,
-            "qemu": {"binary": binary, "version": "7.2"},
+            "qemu": {"binary": binary, "version": version},
             "vm": vm,
             "hosts": {"primary": host("a"), "secondary": host("b")},
             "replication": {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from colospec.versions import defects_for, syntax_for
+from colospec.versions import defects_for, supported_versions, syntax_for
 
 
 def ids(*args) -> list[str]:
@@ -32,3 +32,33 @@ def test_the_10_0_regression_covers_10_0_0_to_10_0_6():
     assert "colo-never-entered-10.0" in ids("10.0", "kvm")  # may be any 10.0.x
     assert "colo-never-entered-10.0" not in ids("10.0.7", "kvm")
     assert "colo-never-entered-10.0" not in ids("9.2.0", "kvm")
+
+
+def test_every_release_line_the_issue_names_has_a_row():
+    assert {"7.2", "8.2", "9.2", "10.0", "10.1", "10.2", "11.0", "11.1"} <= set(
+        supported_versions()
+    )
+
+
+def test_the_differences_between_lines_are_data():
+    # chardev reconnect: seconds until 9.2 added reconnect-ms (and 10.2 removed reconnect)
+    assert syntax_for("8.2").chardev_reconnect == ("reconnect", "1")
+    assert syntax_for("9.2").chardev_reconnect == syntax_for("10.2").chardev_reconnect == (
+        "reconnect-ms", "1000")  # fmt: skip
+    # 11.x refuses x-colo without return-path
+    assert syntax_for("10.2").colo_capabilities == ("x-colo",)
+    assert syntax_for("11.1").colo_capabilities == ("return-path", "x-colo")
+    # the secondary sets x-colo (refused without from 8.1)
+    assert all(syntax_for(v).secondary_sets_x_colo for v in supported_versions())
+
+
+def test_rows_say_what_they_rest_on():
+    assert syntax_for("7.2").basis == "ran" and syntax_for("7.2").recorded == "7.2.22"
+    assert syntax_for("10.0").recorded == "10.0.13" and syntax_for("11.1").recorded == "11.1.3"
+    assert syntax_for("10.0").basis == syntax_for("11.1").basis == "ran"
+    assert syntax_for("8.2").recorded is None and syntax_for("8.2").basis == "docs"
+
+
+def test_the_10_0_defect_is_refused_by_the_runner_not_just_warned():
+    (defect,) = [d for d in defects_for("10.0.2", "kvm") if d.id == "colo-never-entered-10.0"]
+    assert defect.refuse

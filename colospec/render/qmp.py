@@ -24,10 +24,9 @@ def _args(execute: str, arguments: dict[str, Any]) -> Command:
     return {"execute": execute, "arguments": arguments}
 
 
-def x_colo_capability() -> Command:
-    return _args(
-        "migrate-set-capabilities", {"capabilities": [{"capability": "x-colo", "state": True}]}
-    )
+def colo_capabilities(syntax: QemuSyntax) -> Command:
+    caps = [{"capability": c, "state": True} for c in syntax.colo_capabilities]
+    return _args("migrate-set-capabilities", {"capabilities": caps})
 
 
 def _inet(host: str, port: int) -> dict[str, Any]:
@@ -36,7 +35,7 @@ def _inet(host: str, port: int) -> dict[str, Any]:
 
 def secondary_setup(pair: Pair, host: Host, syntax: QemuSyntax) -> list[Command]:
     nbd_port = pair.replication.ports.nbd
-    out = [x_colo_capability()] if syntax.secondary_sets_x_colo else []
+    out = [colo_capabilities(syntax)] if syntax.secondary_sets_x_colo else []
     out.append(_args("nbd-server-start", {"addr": _inet(host.address, nbd_port)}))
     if syntax.nbd_export == "block-export-add":
         out.append(_args("block-export-add", {
@@ -74,10 +73,10 @@ def primary_replication_child(pair: Pair, syntax: QemuSyntax) -> list[Command]:
     return [add, _args("x-blockdev-change", {"parent": m.QUORUM_ID, "node": m.REPLICATION_NODE})]
 
 
-def primary_start_colo(pair: Pair) -> list[Command]:
+def primary_start_colo(pair: Pair, syntax: QemuSyntax) -> list[Command]:
     rep, peer = pair.replication, pair.secondary
     return [
-        x_colo_capability(),
+        colo_capabilities(syntax),
         _args("migrate-set-parameters", {"x-checkpoint-delay": rep.checkpoint_delay_ms}),
         _args("migrate", {"uri": f"tcp:{peer.address}:{rep.ports.migration}"}),
     ]
@@ -158,7 +157,7 @@ def render_qmp_scripts(pair: Pair, host: Host) -> dict[str, list[Command]]:
         setup = {
             "qmp/05-liveness-beacon.json": primary_liveness_beacon(pair, host),
             "qmp/10-replication-child.json": primary_replication_child(pair, syntax),
-            "qmp/20-start-colo.json": primary_start_colo(pair),
+            "qmp/20-start-colo.json": primary_start_colo(pair, syntax),
         }
     return {
         **setup,

@@ -16,7 +16,6 @@ from colospec.qemu_opts import format_opts
 from colospec.render.qmp import (
     primary_liveness_beacon,
     takeover_as_secondary,
-    x_colo_capability,
 )
 from colospec.render.vmft_argv import BASE_NODE
 
@@ -63,7 +62,10 @@ def primary_replication_child(pair: Pair) -> list[Command]:
 def primary_start_colo(pair: Pair) -> list[Command]:
     """The guide's step 4, second half."""
     peer, port = pair.secondary, pair.replication.ports.migration
-    return [x_colo_capability(), _args("migrate", {"uri": f"tcp:{peer.address}:{port}"})]
+    # The guide's QEMU is a 2.x fork: x-colo alone, whatever qemu.version says.
+    x_colo = _args("migrate-set-capabilities",
+                   {"capabilities": [{"capability": "x-colo", "state": True}]})  # fmt: skip
+    return [x_colo, _args("migrate", {"uri": f"tcp:{peer.address}:{port}"})]
 
 
 def failover_as_primary() -> list[Command]:

@@ -169,6 +169,11 @@ async def check_qemu_async(
             "(Debian 12's qemu-system-x86 does), or point qemu.binary at one and rebuild"
         )
     defects = tuple(defects_for(have, qemu.get("accel", "kvm"), build))
+    for d in defects:
+        if d.refuse:
+            raise QemuCheckError(
+                f"'{binary}' is QEMU {have}, which has known defect {d.id}: {d.summary} — {d.fix}"
+            )
     return QemuFacts(binary, have, build, defects, time.monotonic() - start)
 
 
