@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -72,6 +73,9 @@ class Qemu:
     def hung(self):
         return False
 
+    def broke_at(self):
+        return self.colo_exit_at
+
     async def execute(self, name, arguments=None, timeout=30):
         state = json.loads((self.run_dir / "state.json").read_text())
         self.sent.append((name, state))
@@ -106,8 +110,13 @@ class Peer:
     def deaf_for(self):
         return 0.0
 
+    heartbeat = SimpleNamespace(peer=SimpleNamespace(last_seen={}))  # PeerLink.heartbeat
+
     def probe_result(self):
         return None
+
+    def reported_since(self, moment):
+        return False
 
     def maybe_probe(self, urgent=False):
         pass
@@ -129,8 +138,10 @@ def test_drop_runs_the_primary_script_in_order_after_recording_the_intent(tmp_pa
     script = [c["execute"] for c in SCRIPTS["qmp/90-failover-as-primary.json"]]
     assert [name for name, _ in qemu.sent[: len(script)]] == script
     yank_state = qemu.sent[0][1]
-    assert (yank_state["intent"], yank_state["epoch"], yank_state["rank"]) == ("drop", 3, 1)
+    # the epoch a failover serves at is recorded before its first command, counted after
+    assert (yank_state["intent"], yank_state["intent_epoch"], yank_state["epoch"]) == ("drop", 3, 0)
     assert (store.state.phase, store.state.intent, store.state.epoch) == (Phase.ALONE, None, 3)
+    assert store.state.rank == 1
     assert store.state.last_failover["from_role"] == "primary"
     # a primary announces serving alone only once it does (its secondary then stands down)
     alone = [i for i, (_, f) in enumerate(peer.reports) if f.get("alone")]
@@ -159,7 +170,8 @@ def test_a_failover_that_leaves_colo_on_is_retried_then_reported_failed(tmp_path
 
 def test_a_restarted_runner_resumes_a_failover_its_predecessor_began(tmp_path):
     w, qemu, _, store = watcher(tmp_path, "secondary")
-    store.update(intent="take-over", epoch=3)
+    store.update(intent="take-over", intent_epoch=3)
+    qemu.mode = "none"  # it had begun: x-colo-lost-heartbeat was done
     w.stopping = lambda: store.state.phase is Phase.ALONE  # stop once resumed
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(w.run(look_first=True))
@@ -192,3 +204,13 @@ def test_evidence_marks_a_secondary_stale_when_its_primary_ran_on(tmp_path):
     peer.view = lambda: PeerView(qemu="running", role="primary", colo="primary", alone=False,
                                  epoch=0, rank=0, hears=(), colo_error=True)  # fmt: skip
     assert w.evidence().stale is True
+
+
+def test_a_failover_that_never_began_is_forgotten_not_resumed(tmp_path):
+    w, qemu, _, store = watcher(tmp_path, "primary")
+    store.update(intent="drop", intent_epoch=1)
+    w.stopping = lambda: True  # one look is enough
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(w.run(look_first=True))
+    assert "x-colo-lost-heartbeat" not in [n for n, _ in qemu.sent]
+    assert (store.state.intent, store.state.intent_epoch, store.state.epoch) == (None, None, 0)

@@ -29,6 +29,7 @@ class HostState:
     epoch: int = 0
     rank: int = 0  # 1 once this host served alone coming from the COLO primary role
     intent: str | None = None  # "take-over" | "drop" | "fence" while it is being done
+    intent_epoch: int | None = None  # the epoch a failover in progress serves at once begun
     last_failover: dict[str, Any] | None = None
 
     @classmethod
@@ -42,6 +43,7 @@ class HostState:
                 epoch=int(raw.get("epoch", 0)),
                 rank=int(raw.get("rank", 0)),
                 intent=raw.get("intent"),
+                intent_epoch=raw.get("intent_epoch"),
                 last_failover=raw.get("last_failover"),
             )
         except (ValueError, TypeError):

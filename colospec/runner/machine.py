@@ -48,6 +48,7 @@ class Act(enum.Enum):
     DROP = "drop"  # primary: drop the secondary, serve alone
     FENCE = "fence"  # stop this host's QEMU: the peer serves
     KILL_OWN = "kill-own"  # this host's QEMU is hung: kill it, then exit
+    PAUSE = "pause"  # primary: stop the guest (reversibly) until the secondary's word
     EXIT = "exit"  # this host's QEMU is gone: tell the peer, exit
 
 
@@ -96,6 +97,14 @@ class Evidence:
     # A secondary whose stream broke while its primary ran on (the primary said so, or this
     # runner did not watch the break): its disk may lack the primary's later writes.
     stale: bool
+    # The peer's latest report arrived after this host's stream broke or its replication
+    # child failed: what it says (alone or not) is news of after the break.
+    peer_fresh: bool
+    # The break came while this runner could not have heard a takeover announcement: it
+    # was stalled or had just adopted its QEMU, or had not heard the peer for a budget.
+    break_unwitnessed: bool
+    paused: bool  # this runner paused its (primary) guest while it waits for that word
+    pending_take_over: bool  # a takeover this host announced, interrupted before it began
     probe: ProbeResult | None  # a recent probe of the peer's QEMU (None: none, or under way)
 
 
@@ -146,14 +155,15 @@ RULES: tuple[Rule, ...] = (
     Rule("own-qemu-hung", ACTIVE, BOTH, lambda e: e.own_qemu == "hung", Act.KILL_OWN,
          lambda e: "this host's QEMU stopped answering QMP: killing it so the peer can serve"),
     # ----- a peer that serves alone
-    Rule("peer-took-over", COLO, P, lambda e: peer_wins(e), Act.FENCE,
+    Rule("peer-took-over", COLO, P, lambda e: _peer(e, "alone", True), Act.FENCE,
          lambda e: f"the secondary serves alone (epoch {e.peer.epoch}): it took over while "
                    "this host was unreachable, so this host stops serving"),
     Rule("primary-dropped-us", COLO, S, lambda e: _peer(e, "alone", True), Act.FENCE,
          lambda e: "the primary dropped this secondary and serves alone"),
     Rule("stale-secondary", COLO, S, lambda e: e.stale, Act.FENCE,
-         lambda e: "the COLO stream broke while the primary ran on: this secondary's disk may "
-                   "lack its later writes, so it can never take over"),
+         lambda e: "the primary's stream or replication child broke (it said so, or it happened "
+                   "while no runner watched here): this secondary's disk may lack its writes, "
+                   "so it can never take over"),
     Rule("peer-serves-newer", frozenset({Phase.ALONE}), BOTH, peer_wins, Act.FENCE,
          lambda e: f"both hosts serve alone; the peer's epoch {e.peer.epoch} "
                    f"(rank {e.peer.rank}) outranks this host's {e.epoch} (rank {e.rank})"),
@@ -164,17 +174,34 @@ RULES: tuple[Rule, ...] = (
     Rule("self-stalled", ACTIVE, BOTH, lambda e: e.stalled, Act.HOLD,
          lambda e: "this runner was not scheduled for longer than the heartbeat budget: "
                    "waiting one budget for fresh evidence before acting"),
+    # ----- a takeover this host announced before its runner stopped: finish it
+    Rule("resume-take-over", COLO, S, lambda e: e.pending_take_over, Act.TAKE_OVER,
+         lambda e: "resuming the takeover this host announced before its runner stopped"),
     # ----- the peer's QEMU died, by its own runner's word
     Rule("peer-qemu-died", COLO, S, lambda e: _peer(e, "qemu", "dead"), Act.TAKE_OVER,
          lambda e: "the primary's runner reports its QEMU died"),
     Rule("peer-qemu-died", COLO, P, lambda e: _peer(e, "qemu", "dead"), Act.DROP,
          lambda e: "the secondary's runner reports its QEMU died"),
-    # ----- what this host's own QEMU reports (primary)
-    Rule("replication-child-failed", COLO, P, lambda e: e.replication_bad, Act.DROP,
-         lambda e: "the replication child failed a write: the secondary's disk misses it, "
-                   "so it must not be checkpointed or promoted"),
-    Rule("colo-stream-broken", COLO, P, lambda e: e.colo_exit_error, Act.DROP,
-         lambda e: "the COLO stream to the secondary broke (COLO_EXIT, reason error)"),
+    # ----- what this host's own QEMU reports (primary). A secondary's takeover breaks the
+    # stream and its export too: drop only on the secondary's own word after the break
+    # that it does not serve (it would have said alone, and peer-took-over fenced us).
+    Rule("replication-child-failed", COLO, P, lambda e: e.replication_bad and e.peer_fresh,
+         Act.DROP, lambda e: "the replication child failed a write: the secondary's disk "
+                             "misses it, so it must not be checkpointed or promoted"),
+    Rule("colo-stream-broken", COLO, P, lambda e: e.colo_exit_error and e.peer_fresh,
+         Act.DROP, lambda e: "the COLO stream to the secondary broke (COLO_EXIT, reason error)"),
+    Rule("break-unwitnessed", COLO, P,
+         lambda e: (e.replication_bad or e.colo_exit_error) and e.break_unwitnessed
+         and not e.heard and not e.paused, Act.PAUSE,
+         lambda e: "the COLO stream broke while this runner could not have heard a takeover, "
+                   "and the secondary is silent: it may serve; pausing this guest until its "
+                   "word (an operator may drop it: colospec failover)"),
+    Rule("paused-awaiting-word", COLO, P, lambda e: e.paused and not e.peer_fresh, Act.HOLD,
+         lambda e: "the guest stays paused until the secondary's next report"),
+    Rule("break-awaiting-word", COLO, P,
+         lambda e: (e.replication_bad or e.colo_exit_error) and bool(e.heard), Act.HOLD,
+         lambda e: "the COLO stream or the replication child broke: waiting for the "
+                   "secondary's next report (did it take over?)"),
     # ----- the COLO stream broke and the peer's QEMU port refuses: its QEMU is gone
     Rule("stream-broken-port-refused", COLO, S,
          lambda e: e.colo_exit_error and e.probe == "dead", Act.TAKE_OVER,
@@ -191,6 +218,9 @@ RULES: tuple[Rule, ...] = (
          lambda e: _silent(e) and e.probe == "dead" and not e.colo_exit_error, Act.HOLD,
          lambda e: "the primary is silent and refuses the probe, yet the COLO stream from its "
                    "QEMU is intact: a firewall rejecting the probe? not promoting"),
+    Rule("stream-broken-silent", COLO, S, lambda e: _silent(e) and e.colo_exit_error,
+         Act.HOLD, lambda e: "the COLO stream broke and the primary is silent: it may have "
+                             "dropped this secondary and served on, so it is never promoted"),
     Rule("peer-host-lost", COLO, S, _silent, Act.TAKE_OVER,
          lambda e: f"no heartbeat from the primary on any path ({_paths(e)}) for "
                    f"{e.budget_s * 1000:.0f} ms, and its QEMU does not answer ({e.probe})"),

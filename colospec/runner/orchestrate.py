@@ -196,10 +196,12 @@ class Runner:
             raise PeerServes("this host had been fenced")  # its exit code says so
         if colo["mode"] in ("primary", "secondary"):
             state = HostState(qemu_pid=pid, phase=Phase.COLO, role=colo["mode"],
-                              epoch=kept.epoch, rank=kept.rank, intent=kept.intent)  # fmt: skip
+                              epoch=kept.epoch, rank=kept.rank, intent=kept.intent,
+                              intent_epoch=kept.intent_epoch)  # fmt: skip
             self.qemu.colo_started()
             if colo.get("reason") == "error":
-                self.qemu.colo_exit = {"reason": "error"}  # the stream broke while unwatched
+                # The stream broke while unwatched: only the peer's word from now on counts.
+                self.qemu.colo_exit, self.qemu.colo_exit_at = {"reason": "error"}, time.monotonic()
                 self.watcher.adopted_broken = colo["mode"] == "secondary"
         elif mine and (before.phase is Phase.ALONE or before.intent):
             state = before

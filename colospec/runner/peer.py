@@ -76,6 +76,11 @@ class PeerLink:
     def raw(self) -> dict[str, Any]:
         return self.heartbeat.peer.report
 
+    def reported_since(self, moment: float | None) -> bool:
+        """A report of the peer's arrived after that (monotonic) moment."""
+        at = self.heartbeat.peer.report_at
+        return moment is not None and at is not None and at > moment
+
     def view(self) -> PeerView | None:
         r = self.heartbeat.peer.report
         if not r:

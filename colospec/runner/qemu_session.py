@@ -49,6 +49,7 @@ class QemuSession:
         self.colo_exit: dict[str, Any] | None = None  # the latest COLO_EXIT's data
         self.colo_exit_at: float | None = None
         self.replication_error: str | None = None
+        self.replication_error_at: float | None = None
         self.last_answer = time.monotonic()
         self._asking = 0  # commands in flight
         self._tasks: list[asyncio.Task] = []
@@ -115,8 +116,14 @@ class QemuSession:
     def colo_started(self) -> None:
         """COLO mode reached (or adopted): earlier exits and errors are history."""
         self.in_colo = True
-        self.colo_exit = self.colo_exit_at = self.replication_error = None
+        self.colo_exit = self.colo_exit_at = None
+        self.replication_error = self.replication_error_at = None
         self.last_checkpoint = time.monotonic()
+
+    def broke_at(self) -> float | None:
+        """When the COLO stream broke or the replication child failed, if either did."""
+        times = [t for t in (self.colo_exit_at, self.replication_error_at) if t is not None]
+        return min(times) if times else None
 
     @property
     def colo_exit_error(self) -> bool:
@@ -146,6 +153,7 @@ class QemuSession:
             and data.get("node-name") == self.replication_node
         ):
             self.replication_error = data.get("error") or data.get("reason") or name
+            self.replication_error_at = self.replication_error_at or time.monotonic()
 
     async def _ping(self) -> None:
         with contextlib.suppress(asyncio.CancelledError):

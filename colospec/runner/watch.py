@@ -63,6 +63,10 @@ class Watcher:
         self.silence = SilenceWatch(SILENT_DELAYS * delay + SILENT_MARGIN_S)
         self._sampler: asyncio.Task | None = None
         self.adopted_broken = False  # adopted a secondary whose stream broke unwatched
+        self.paused = False  # this runner paused its guest (break-unwitnessed)
+        # Sticky: the primary said its stream or replication child broke. From then on this
+        # secondary's disk may lack its writes, whatever the primary does next.
+        self.peer_broke = False
         self.lock = asyncio.Lock()
         self.started = self.last_tick = self.stall_at = time.monotonic()
         self._last_hold = ""
@@ -76,8 +80,7 @@ class Watcher:
         self.started = self.last_tick = time.monotonic()
         self.stall_at = self.started if look_first else self.started - self.budget
         if st.intent in ("take-over", "drop"):
-            await self.failover(Act.TAKE_OVER if st.intent == "take-over" else Act.DROP,
-                                "resuming the failover an earlier runner began")  # fmt: skip
+            await self._resume_failover(st.intent)
         if self.output and st.role == "primary":
             self._sampler = asyncio.create_task(self._sample_output(), name="silence")
         try:
@@ -107,6 +110,24 @@ class Watcher:
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.interval / 2)
+
+    async def _resume_failover(self, intent: str) -> None:
+        """Finish a failover an earlier runner began (its QEMU has left COLO); one that
+        never began is forgotten, and the rule table decides afresh after a look."""
+        mode = (await self.qemu.execute("query-colo-status"))["mode"]
+        if mode == "none":
+            act = Act.TAKE_OVER if intent == "take-over" else Act.DROP
+            await self.failover(act, "resuming the failover an earlier runner began")
+            return
+        if intent == "take-over":
+            # Announced before its first command: the primary may have stood down on that
+            # word. The rule table resumes it after a look (unless the primary serves).
+            log.warning("the take-over an earlier runner announced never began: resuming it "
+                        "after a look")  # fmt: skip
+            return
+        log.warning("the drop an earlier runner recorded never began (COLO mode %s): "
+                    "deciding afresh", mode)  # fmt: skip
+        self.store.update(intent=None, intent_epoch=None)
 
     async def _sample_output(self) -> None:
         tap, out = self.plan["network"]["tap"], self.output
@@ -139,7 +160,8 @@ class Watcher:
         view = self.peer.view()
         in_colo = st.phase is Phase.COLO
         broken = in_colo and q.colo_exit_error
-        ran_on = view is not None and view.qemu == "running" and (view.colo_error or view.alone)
+        if in_colo and st.role == "secondary" and view is not None and view.colo_error:
+            self.peer_broke = True
         stalled_checkpoints = (
             in_colo and q.last_checkpoint is not None and now - q.last_checkpoint > self.stall_s
         )
@@ -160,9 +182,21 @@ class Watcher:
             paths=self.peer.paths,
             heard=self.peer.heard(),
             peer=view,
-            stale=st.role == "secondary" and (self.adopted_broken or (broken and ran_on)),
+            stale=st.role == "secondary" and (self.adopted_broken or self.peer_broke),
+            pending_take_over=st.intent == "take-over",
+            peer_fresh=self.peer.reported_since(q.broke_at()),
+            break_unwitnessed=not self._witnessed(q.broke_at()),
+            paused=self.paused,
             probe=self.peer.probe_result(),
         )
+
+    def _witnessed(self, broke_at: float | None) -> bool:
+        """Could this runner have heard a takeover announced around that break? Only if it
+        was watching (not stalled, not just adopted) and heard the peer within a budget."""
+        if broke_at is None:
+            return True
+        heard = max(self.peer.heartbeat.peer.last_seen.values(), default=float("-inf"))
+        return broke_at - self.stall_at >= self.budget and heard >= broke_at - self.budget
 
     def publish(self, e: Evidence) -> None:
         """This host's view, for the peer's decisions and for `status`."""
@@ -175,7 +209,8 @@ class Watcher:
             alone=e.phase is Phase.ALONE,
             epoch=e.epoch,
             rank=e.rank,
-            colo_error=e.colo_exit_error,
+            # Either break makes the secondary's disk stale: it must know at once.
+            colo_error=e.colo_exit_error or e.replication_bad,
             protected=protected(e),
         )
 
@@ -203,6 +238,11 @@ class Watcher:
             return EXIT_QEMU_GONE
         if d.act is Act.FENCE:
             return await self.fence(d.reason)
+        if d.act is Act.PAUSE:
+            await self.qemu.execute("stop")  # reversible: `cont` once the peer's word comes
+            self.paused = True
+            sd_notify(STATUS=f"guest paused: {d.reason}")
+            return None
         await self.failover(d.act, d.reason)
         self.last_tick = time.monotonic()
         return None
@@ -239,11 +279,15 @@ class Watcher:
                 return {"ok": False, "error": "not in COLO mode: nothing to fail over"}
             was = st.role
             view = self.peer.view()
-            epoch = max(st.epoch, view.epoch if view else 0) + 1 if st.intent is None else st.epoch
+            if st.intent is None:
+                epoch = max(st.epoch, view.epoch if view else 0) + 1
+            else:
+                epoch = st.intent_epoch if st.intent_epoch is not None else st.epoch
             rank = 1 if was == "primary" else 0
             kind = "take-over" if was == "secondary" else "drop"
-            # Recorded before the first irreversible command: a restarted runner resumes.
-            self.store.update(intent=kind, epoch=epoch, rank=rank)
+            # Recorded before the first irreversible command (a restarted runner resumes);
+            # the epoch itself counts once the failover has begun.
+            self.store.update(intent=kind, intent_epoch=epoch)
             if kind == "take-over":
                 # Announced first: a primary that was only unreachable stops serving.
                 self.peer.report(urgent=True, alone=True, epoch=epoch, rank=rank, role="primary")
@@ -253,6 +297,9 @@ class Watcher:
             t0 = time.monotonic()
             for attempt in range(1, FAILOVER_ATTEMPTS + 1):
                 failed, promoted = await self._run_script(how, t0)
+                if self.paused:  # the guest serves again, alone
+                    await self.qemu.execute("cont")
+                    self.paused = False
                 status, mode = await self._settled(was)
                 if mode == "none" and status == "running":
                     break
@@ -269,7 +316,8 @@ class Watcher:
                 "failed_commands": failed,
             }  # fmt: skip
             self.qemu.in_colo = False
-            self.store.update(phase=Phase.ALONE, role="primary", intent=None, last_failover=record)
+            self.store.update(phase=Phase.ALONE, role="primary", intent=None, intent_epoch=None,
+                              epoch=epoch, rank=rank, last_failover=record)  # fmt: skip
             self.peer.report(urgent=True, alone=True, epoch=epoch, rank=rank, role="primary",
                              colo="none", phase=Phase.ALONE.value, protected=False)  # fmt: skip
             sd_notify(STATUS=f"primary (alone) after failover: {reason}")
