@@ -176,7 +176,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _allow_rule(text: str) -> list[str]:
-    from colospec.rules import allowable_rule_ids
+    from colospec.compile import allowable_rule_ids
 
     ids = [part.strip() for part in text.split(",") if part.strip()]
     known = allowable_rule_ids()

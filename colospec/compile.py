@@ -8,25 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from colospec.diagnostics import Diagnostic, SpecError
+from colospec.flavors import FLAVORS
 from colospec.lint import lint_extra_args
 from colospec.loader import LoadedSpec, load_spec
 from colospec.model import Host, Pair, build_pair
-from colospec.render.plan import render_plan
-from colospec.render.qemu_argv import render_qemu_args_file, render_qemu_argv
-from colospec.render.qmp import render_qmp_scripts
 from colospec.render.systemd import render_units
-from colospec.render.tc import render_tc_script
-from colospec.render.vmft_argv import render_vmft_args_file, render_vmft_argv
-from colospec.render.vmft_build import (
-    paxos_members,
-    render_build_dir,
-    render_vmft_tc_script,
-    render_witness,
-)
-from colospec.render.vmft_plan import ENV_FILE, render_vmft_plan
-from colospec.render.vmft_qmp import render_vmft_qmp_scripts
-from colospec.rules import check_rules
+from colospec.rules import rule_id, run_rules
 from colospec.schema import apply_defaults, validate_schema
+from colospec.versions import DEFECTS
 
 
 @dataclass(frozen=True)
@@ -58,7 +47,8 @@ def check_spec(
     if errors:
         # Semantic rules assume schema-valid data; schema errors are reported alone.
         raise SpecError(errors)
-    pair = build_pair(apply_defaults(spec.data), spec.sha256)
+    data = apply_defaults(spec.data)
+    pair = build_pair(data, spec.sha256, FLAVORS[data["flavor"]].names)
     found = check_rules(pair, spec)
     if not any(d.severity == "error" for d in found):
         found += _lint_argvs(pair, spec)
@@ -68,6 +58,16 @@ def check_spec(
     if errors:
         raise SpecError(found)
     return Checked(spec, pair, found)
+
+
+def check_rules(pair: Pair, spec: LoadedSpec) -> list[Diagnostic]:
+    """The semantic rules of the pair's flavour (common ones included)."""
+    return run_rules(FLAVORS[pair.flavor].rules, pair, spec)
+
+
+def allowable_rule_ids() -> set[str]:
+    """Every id a warning can carry."""
+    return {rule_id(r) for f in FLAVORS.values() for r in f.rules} | {d.id for d in DEFECTS}
 
 
 def _lint_argvs(pair: Pair, spec: LoadedSpec) -> list[Diagnostic]:
@@ -88,46 +88,24 @@ def _json(data) -> str:
 
 def qemu_argv(pair: Pair, host: Host) -> list[str]:
     """The host's QEMU command line in its flavour's layout."""
-    if pair.flavor == "vm-ft":
-        return render_vmft_argv(pair, host)
-    return render_qemu_argv(pair, host)
+    return FLAVORS[pair.flavor].qemu_argv(pair, host)
 
 
 def render_host(pair: Pair, host: Host) -> dict[str, Artifact]:
     """Every artifact of one host, keyed by path relative to OUT/<pair>/<host>/."""
-    if pair.flavor == "vm-ft":
-        return _render_vmft_host(pair, host)
-    argv = render_qemu_argv(pair, host)
-    scripts = render_qmp_scripts(pair, host)
+    flavor = FLAVORS[pair.flavor]
+    argv = flavor.qemu_argv(pair, host)
+    scripts = flavor.qmp_scripts(pair, host)
     files = {
-        "qemu.args": Artifact(render_qemu_args_file(argv)),
-        "tc.sh": Artifact(render_tc_script(pair, host), 0o755),
-        "plan.json": Artifact(_json(render_plan(pair, host, list(scripts)))),
+        "qemu.args": Artifact(flavor.qemu_args_file(argv)),
+        "tc.sh": Artifact(flavor.network_script(pair, host), 0o755),
+        "plan.json": Artifact(_json(flavor.plan(pair, host, scripts))),
     }
     files |= {name: Artifact(_json(cmds)) for name, cmds in scripts.items()}
-    files |= {name: Artifact(text) for name, text in render_units(pair, host, argv).items()}
+    units = render_units(pair, host, argv, flavor.units(pair, host))
+    files |= {name: Artifact(text) for name, text in units.items()}
+    files |= {name: _text(name, text) for name, text in flavor.host_files(pair, host).items()}
     return dict(sorted(files.items()))
-
-
-def _render_vmft_host(pair: Pair, host: Host) -> dict[str, Artifact]:
-    argv = render_vmft_argv(pair, host)
-    scripts = render_vmft_qmp_scripts(pair, host)
-    member = next(m for m in paxos_members(pair) if m.name == host.name)
-    files = {
-        "qemu.args": Artifact(render_vmft_args_file(argv)),
-        "tc.sh": Artifact(render_vmft_tc_script(pair, host), 0o755),
-        "plan.json": Artifact(_json(render_vmft_plan(pair, host, scripts))),
-    }
-    files |= {name: Artifact(_json(cmds)) for name, cmds in scripts.items()}
-    files |= {
-        name: Artifact(text) for name, text in render_units(pair, host, argv, ENV_FILE).items()
-    }
-    files |= {name: _text(name, text) for name, text in render_build_dir(pair, member).items()}
-    return dict(sorted(files.items()))
-
-
-def _text(name: str, text: str) -> Artifact:
-    return Artifact(text, 0o755 if name.endswith(".sh") else 0o644)
 
 
 def render_pair(pair: Pair) -> dict[str, Artifact]:
@@ -137,6 +115,10 @@ def render_pair(pair: Pair) -> dict[str, Artifact]:
         for host in pair.hosts
         for name, art in render_host(pair, host).items()
     }
-    if pair.flavor == "vm-ft":  # the witness, if any: only its RDMA-Paxos build
-        files |= {rel: _text(rel, text) for rel, text in render_witness(pair).items()}
-    return files
+    pair_files = FLAVORS[pair.flavor].pair_files(pair)
+    return files | {rel: _text(rel, text) for rel, text in pair_files.items()}
+
+
+def _text(name: str, text: str) -> Artifact:
+    """A file a flavour adds: scripts executable, the rest not."""
+    return Artifact(text, 0o755 if name.endswith(".sh") else 0o644)

@@ -1,27 +1,28 @@
 """The validated spec as typed, frozen data, plus the names derived from it.
 
-Everything a renderer needs is here; renderers never look at raw spec data.
+Everything a renderer needs is here; renderers never look at raw spec data. Every name
+derived from the spec (paths, sockets, the tap's MAC, unit names) is computed once, in
+build_pair; the renderers write them out and plan.json carries them to the runner.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
 Role = Literal["primary", "secondary"]
 ROLES: tuple[Role, Role] = ("primary", "secondary")
 
-# QEMU object and device ids shared by both hosts' command lines and QMP scripts.
+# QEMU object and device ids every flavour's command lines and QMP scripts share; a
+# flavour's own ids live with it (colospec/flavors/).
 NETDEV_ID = "hn0"
-QUORUM_ID = "colo-disk0"  # the guest's disk: a quorum on both hosts; also the replication top-id
-PARENT_ID = "parent0"  # secondary: the base image drive, exported over NBD
-PARENT_NODE = "parent0-base"  # its node name: block-export-add needs a node, not a drive id
-SECONDARY_CHILD_ID = "childs0"  # secondary: the replication driver over active/hidden disks
-REPLICATION_NODE = "replication0"  # primary: replication child added over NBD
-NBD_NODE = "nbd0"  # primary: the NBD client under replication0
-VMFT_REPLICATION_NODE = "node0"  # vm-ft primary: the guide's drive_add -n buddy … node-name
-NBD_EXPORT = PARENT_ID
-QMP_TIMEOUT_S = 30
+QUORUM_ID = "colo-disk0"  # the guest's disk: the primary's quorum (a flavour's secondary too)
+NBD_NODE = "nbd0"  # primary: the NBD client under the replication child, yanked at failover
+# The secondary's redirectors: filter IN_FILTER gives the guest the client packets arriving on
+# chardev IN_CHARDEV; OUT_FILTER sends the guest's output out on OUT_CHARDEV.
+IN_FILTER, IN_CHARDEV = "f1", "red0"
+OUT_FILTER, OUT_CHARDEV = "f2", "red1"
 
 
 @dataclass(frozen=True)
@@ -132,11 +133,57 @@ class VmFt:
     redirector_socket: str
     witness: Witness | None
 
+    @staticmethod
+    def of(pair: Pair) -> VmFt:
+        """A vm-ft pair's settings: the schema requires them with flavor vm-ft."""
+        assert pair.vmft is not None, "validated before rendering"
+        return pair.vmft
+
     def ifb_for(self, tap: str) -> str | None:
         """The ifb the vm-ft QEMU buffers a tap's output on: "ifb" + the tap's name from its
         first digit on (migration/output-buffer.c), or None for a tap without a digit."""
         digits = [i for i, c in enumerate(tap) if c.isdigit()]
         return f"ifb{tap[digits[0] :]}" if digits else None
+
+
+@dataclass(frozen=True)
+class FlavorNames:
+    """What a flavour calls the things the model derives names for: data the flavour gives
+    build_pair, so the model never asks which flavour it holds."""
+
+    scratch_disk: str  # active/hidden disk file name; format fields {pair} and {what}
+    replication_node: str  # the primary's replication child (added over NBD)
+
+
+@dataclass(frozen=True)
+class HostLayout:
+    """Every path and name colospec derives for one host of a pair (see build_pair)."""
+
+    pair_name: str
+    run_dir: str
+    qmp_socket: str
+    pidfile: str
+    console_socket: str
+    console_log: str
+    active_disk: str
+    hidden_disk: str
+    installed_dir: str  # where this host's artifact directory lives on the host itself
+    # The host side of the guest's NIC. fe:… (as libvirt does) so a bridge, which takes the
+    # lowest MAC among its ports, never adopts it; the rest differs per host, so the two
+    # hosts' taps never share a MAC on a common LAN.
+    tap_mac: str
+    # The primary's replication child, whose I/O errors mean writes no longer reach the
+    # secondary; None on the secondary.
+    replication_node: str | None
+
+    def local_socket(self, chardev_id: str) -> str:
+        """colo-compare's loopback channels: unix sockets instead of TCP ports on 127.0.0.1."""
+        return f"{self.run_dir}/{chardev_id}.sock"
+
+    def unit(self, part: str | None = None) -> str:
+        if part is None:
+            return f"colospec-{self.pair_name}.target"
+        return f"colospec-{self.pair_name}-{part}.service"
 
 
 @dataclass(frozen=True)
@@ -152,6 +199,7 @@ class Pair:
     runtime: Runtime
     security: Security
     spec_sha256: str
+    layouts: tuple[HostLayout, HostLayout]  # primary's, secondary's
     vmft: VmFt | None = None
 
     @property
@@ -162,79 +210,21 @@ class Pair:
         return self.secondary if host.role == "primary" else self.primary
 
     def layout(self, host: Host) -> HostLayout:
-        return HostLayout(self, host)
+        return self.layouts[ROLES.index(host.role)]
 
-    def replication_node(self, host: Host) -> str | None:
-        """The primary's replication child, whose I/O errors mean writes no longer reach
-        the secondary; None on the secondary."""
-        if host.role != "primary":
-            return None
-        return VMFT_REPLICATION_NODE if self.flavor == "vm-ft" else REPLICATION_NODE
-
-
-@dataclass(frozen=True)
-class HostLayout:
-    """Paths and unit names colospec derives for one host of a pair."""
-
-    pair: Pair
-    host: Host
-
-    @property
-    def run_dir(self) -> str:
-        return f"/run/colospec/{self.pair.name}/{self.host.name}"
-
-    @property
-    def qmp_socket(self) -> str:
-        return f"{self.run_dir}/qmp.sock"
-
-    @property
-    def pidfile(self) -> str:
-        return f"{self.run_dir}/qemu.pid"
-
-    @property
-    def console_socket(self) -> str:
-        return f"{self.run_dir}/console.sock"
-
-    @property
-    def console_log(self) -> str:
-        return f"{self.run_dir}/console.log"
-
-    def local_socket(self, chardev_id: str) -> str:
-        """colo-compare's loopback channels: unix sockets instead of TCP ports on 127.0.0.1."""
-        return f"{self.run_dir}/{chardev_id}.sock"
-
-    def _scratch(self, what: str) -> str:
-        if self.pair.flavor == "vm-ft":
-            # The vm-ft guide's names: one vm-ft pair per scratch_dir.
-            return f"{self.host.scratch_dir.rstrip('/')}/{what}_disk.img"
-        return f"{self.host.scratch_dir.rstrip('/')}/{self.pair.name}-{what}.qcow2"
-
-    @property
-    def active_disk(self) -> str:
-        return self._scratch("active")
-
-    @property
-    def hidden_disk(self) -> str:
-        return self._scratch("hidden")
-
-    @property
-    def installed_dir(self) -> str:
-        """Where this host's artifact directory lives on the host itself."""
-        return f"{self.pair.runtime.artifacts_dir.rstrip('/')}/{self.pair.name}/{self.host.name}"
-
-    def unit(self, part: str | None = None) -> str:
-        if part is None:
-            return f"colospec-{self.pair.name}.target"
-        return f"colospec-{self.pair.name}-{part}.service"
+    def installed_dir(self, node: str) -> str:
+        """Where a node's artifact directory (OUT/<pair>/<node>) lives on that node."""
+        return _installed_dir(self.runtime, self.name, node)
 
 
 def default_tap(pair_name: str) -> str:
     return f"tap-{pair_name}"
 
 
-def build_pair(data: dict[str, Any], spec_sha256: str) -> Pair:
-    """Typed model from schema-valid data with defaults applied."""
+def build_pair(data: dict[str, Any], spec_sha256: str, names: FlavorNames) -> Pair:
+    """Typed model from schema-valid data with defaults applied; names: the flavour's."""
     vm, qemu, rep = data["vm"], data["qemu"], data["replication"]
+    runtime = Runtime(**data["runtime"])
     kernel = vm.get("kernel")
 
     def host(role: Role) -> Host:
@@ -251,6 +241,7 @@ def build_pair(data: dict[str, Any], spec_sha256: str) -> Pair:
         )
 
     ports = rep["ports"]
+    primary, secondary = host("primary"), host("secondary")
     return Pair(
         name=data["name"],
         flavor=data["flavor"],
@@ -268,8 +259,8 @@ def build_pair(data: dict[str, Any], spec_sha256: str) -> Pair:
             else None,
             vnc=vm.get("vnc"),
         ),
-        primary=host("primary"),
-        secondary=host("secondary"),
+        primary=primary,
+        secondary=secondary,
         replication=Replication(
             rep["checkpoint_delay_ms"],
             rep["compare_timeout_ms"],
@@ -282,13 +273,40 @@ def build_pair(data: dict[str, Any], spec_sha256: str) -> Pair:
             ),
         ),
         failover=Failover(**data["failover"]),
-        runtime=Runtime(**data["runtime"]),
+        runtime=runtime,
         security=Security(
             data["security"].get("key_file")
-            or f"{data['runtime']['artifacts_dir'].rstrip('/')}/{data['name']}.key"
+            or f"{runtime.artifacts_dir.rstrip('/')}/{data['name']}.key"
         ),
         spec_sha256=spec_sha256,
+        layouts=(
+            _layout(data["name"], runtime, primary, names),
+            _layout(data["name"], runtime, secondary, names),
+        ),
         vmft=_vmft(data["vmft"]) if "vmft" in data else None,
+    )
+
+
+def _installed_dir(runtime: Runtime, pair: str, node: str) -> str:
+    return f"{runtime.artifacts_dir.rstrip('/')}/{pair}/{node}"
+
+
+def _layout(pair: str, runtime: Runtime, host: Host, names: FlavorNames) -> HostLayout:
+    run_dir = f"/run/colospec/{pair}/{host.name}"
+    scratch = host.scratch_dir.rstrip("/")
+    mac = hashlib.sha256(f"{pair}/{host.name}".encode()).hexdigest()
+    return HostLayout(
+        pair_name=pair,
+        run_dir=run_dir,
+        qmp_socket=f"{run_dir}/qmp.sock",
+        pidfile=f"{run_dir}/qemu.pid",
+        console_socket=f"{run_dir}/console.sock",
+        console_log=f"{run_dir}/console.log",
+        active_disk=f"{scratch}/{names.scratch_disk.format(pair=pair, what='active')}",
+        hidden_disk=f"{scratch}/{names.scratch_disk.format(pair=pair, what='hidden')}",
+        installed_dir=_installed_dir(runtime, pair, host.name),
+        tap_mac="fe:" + ":".join(mac[i : i + 2] for i in range(0, 10, 2)),
+        replication_node=names.replication_node if host.role == "primary" else None,
     )
 
 

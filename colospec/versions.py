@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 Version = tuple[int, int, int]
+NbdExport = Literal["block-export-add", "nbd-server-add"]
+ReplicationChild = Literal["blockdev-add", "drive_add"]
 
 
 @dataclass(frozen=True)
@@ -21,10 +23,10 @@ class QemuSyntax:
     # Client chardev reconnect: option name and the value meaning "retry every second".
     chardev_reconnect: tuple[str, str]
     # Secondary's NBD export: "block-export-add" (QAPI, 5.2+) or "nbd-server-add" (deprecated).
-    nbd_export: Literal["block-export-add", "nbd-server-add"]
+    nbd_export: NbdExport
     # Primary's replication child over NBD: QAPI "blockdev-add"/"blockdev-del", or HMP
     # "drive_add -n buddy"/"drive_del" as in the original COLO docs.
-    replication_child: Literal["blockdev-add", "drive_add"]
+    replication_child: ReplicationChild
     # The secondary must also enable the x-colo capability (refused without it from 8.1).
     secondary_sets_x_colo: bool
     # Migration capabilities to set for COLO, on both hosts: 11.x refuses x-colo without
@@ -149,6 +151,13 @@ def parse_version(text: str) -> tuple[int, int, int | None]:
 def syntax_for(version: str) -> QemuSyntax | None:
     major, minor, _ = parse_version(version)
     return SYNTAX.get(f"{major}.{minor}")
+
+
+def known_syntax(version: str) -> QemuSyntax:
+    """syntax_for a version the rules let through (qemu-version-known refuses the others)."""
+    syntax = syntax_for(version)
+    assert syntax is not None, "validated before rendering"
+    return syntax
 
 
 def supported_versions() -> list[str]:

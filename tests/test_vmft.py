@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from colospec.compile import check_spec, render_pair
+from colospec.flavors.vmft.build import ENV_FILE
 from colospec.qemu_opts import parse_opts
-from colospec.render.vmft_plan import ENV_FILE
 from colospec.runner.qemu_check import QemuCheckError, check_qemu
 
 from conftest import ROOT, VMFT_VALID, qemu_args

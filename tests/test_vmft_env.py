@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from colospec.compile import check_spec
-from colospec.render.vmft_plan import ENV_FILE
+from colospec.flavors.vmft.build import ENV_FILE
 from colospec.runner.artifacts import HostArtifacts, load_host_dir
 from colospec.runner.steps import BringUp
 

@@ -1,1 +1,2 @@
-"""Renderers: one module per artifact kind; each turns the model into file contents."""
+"""What every flavour renders the same way, one module per artifact kind; a flavour
+(colospec/flavors/) puts the pieces together in its own layout."""

@@ -17,7 +17,7 @@ sandbox is computed here and the templates say why.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from colospec.model import Host, Pair
@@ -29,6 +29,20 @@ DEV_FILESYSTEMS = ("/dev/shm", "/dev/hugepages", "/dev/mqueue")  # under /dev, n
 KVM, TUN = "/dev/kvm", "/dev/net/tun"
 PATH_MAX, NAME_MAX = 4096, 255
 PRIVILEGED_PORTS = 1024  # below: binding needs CAP_NET_BIND_SERVICE
+
+
+@dataclass(frozen=True)
+class FlavorUnits:
+    """What a flavour changes in the units every host gets."""
+
+    # Unit part ("qemu", "network"...) -> a template that extends systemd/<part>.service.j2.
+    templates: Mapping[str, str] = field(default_factory=dict)
+    qemu_env_file: str | None = None  # relative to the host directory: EnvironmentFile=
+    qemu_reads: tuple[str, ...] = ()  # beyond the binary and the kernel
+    qemu_writes: tuple[str, ...] = ()  # beyond the images
+    # QEMU's devices and peers narrowed to what QEMU itself opens and talks to; not where a
+    # library linked into QEMU has devices and peers of its own (vm-ft's RDMA-Paxos).
+    qemu_confined: bool = True
 
 
 @dataclass
@@ -48,10 +62,9 @@ class Sandbox:
 
 
 def render_units(
-    pair: Pair, host: Host, qemu_argv: list[str], qemu_env_file: str | None = None
+    pair: Pair, host: Host, qemu_argv: list[str], flavor: FlavorUnits
 ) -> dict[str, str]:
-    """qemu_env_file: relative to the host directory; QEMU's environment comes from it."""
-    lay = pair.layout(host)
+    lay, env_file = pair.layout(host), flavor.qemu_env_file
     colospec = pair.runtime.colospec
     scratch_dir = posixpath.dirname(lay.active_disk) if host.role == "secondary" else None
     ctx = {
@@ -69,19 +82,17 @@ def render_units(
         "network_down_argv": [colospec, "cleanup", "network", lay.installed_dir],
         "runner_argv": [colospec, "run", "--attach", lay.installed_dir],
         "run_dir_rel": lay.run_dir.removeprefix("/run/"),
-        "qemu_env_file": f"{lay.installed_dir}/{qemu_env_file}" if qemu_env_file else None,
-        "mdwe": pair.vm.accel == "kvm" and pair.flavor == "colo",
+        "qemu_env_file": f"{lay.installed_dir}/{env_file}" if env_file else None,
+        "mdwe": pair.vm.accel == "kvm",
     }
-    sandboxes = sandboxes_for(pair, host)
     units = {f"systemd/{lay.unit()}": render_template("systemd/pair.target.j2", **ctx)}
-    for part, sb in sandboxes.items():
-        units[f"systemd/{lay.unit(part)}"] = render_template(
-            f"systemd/{part}.service.j2", **ctx, sb=sb
-        )
+    for part, sb in sandboxes_for(pair, host, flavor).items():
+        template = flavor.templates.get(part, f"systemd/{part}.service.j2")
+        units[f"systemd/{lay.unit(part)}"] = render_template(template, **ctx, sb=sb)
     return units
 
 
-def sandboxes_for(pair: Pair, host: Host) -> dict[str, Sandbox]:
+def sandboxes_for(pair: Pair, host: Host, flavor: FlavorUnits) -> dict[str, Sandbox]:
     """What each service of this host reads, writes, opens and talks to."""
     lay, peer, ports = pair.layout(host), pair.peer_of(host), pair.replication.ports
     secondary = host.role == "secondary"
@@ -92,15 +103,9 @@ def sandboxes_for(pair: Pair, host: Host) -> dict[str, Sandbox]:
     kernel = (
         [p for p in (pair.vm.kernel.path, pair.vm.kernel.initrd) if p] if pair.vm.kernel else []
     )
-    qemu_reads = [pair.qemu.binary, *kernel]
-    qemu_writes = [host.image, *scratch]
+    qemu_reads = [pair.qemu.binary, *kernel, *flavor.qemu_reads]
+    qemu_writes = [host.image, *scratch, *flavor.qemu_writes]
     qemu_devices = [(TUN, "rw")] + ([(KVM, "rw")] if pair.vm.accel in ("kvm", "auto") else [])
-    if pair.vmft:
-        v = pair.vmft
-        # RDMA-Paxos (linked in) reads its configuration from the artifacts and creates
-        # its two unix sockets; the tap scripts run as QEMU's children.
-        qemu_reads += [v.root, v.tap_up, v.tap_down, *artifacts]
-        qemu_writes += [posixpath.dirname(v.mirror_socket), posixpath.dirname(v.redirector_socket)]
     image_device = [(host.image, "r")] if _is_device(host.image) else []
     qemu_ports = [p for p in (ports.migration, ports.nbd, ports.mirror, ports.compare) if p]
     scratch_dir = [posixpath.dirname(lay.active_disk)] if secondary else []
@@ -130,13 +135,12 @@ def sandboxes_for(pair: Pair, host: Host) -> dict[str, Sandbox]:
         devices=[*qemu_devices, *[(p, "rw") for p, _ in image_device]],
     )
     qemu.bind_service = min(qemu_ports) < PRIVILEGED_PORTS
-    if pair.vmft:
-        # RDMA-Paxos's InfiniBand devices and peers are its own: no device or address list.
-        qemu.private_devices, qemu.bind_devices, qemu.device_allow = False, "", []
-    else:
+    if flavor.qemu_confined:
         # QEMU's peers: the peer's QEMU (NBD, migration, the network filters' channels) and
         # runner (its probes), all from its replication address; VNC only on loopback.
         qemu.ip_allow = " ".join(["localhost", peer.address])
+    else:
+        qemu.private_devices, qemu.bind_devices, qemu.device_allow = False, "", []
     runner = _sandbox(
         reads=[*colospec, *artifacts, *key, host.image, pair.qemu.binary],
         read_only=artifacts,

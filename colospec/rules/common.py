@@ -1,51 +1,17 @@
-"""Semantic rules: what the schema cannot say. Each rule yields positioned diagnostics."""
+"""Rules every flavour runs: hosts, addresses, ports, interface names, the guest and QEMU."""
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from colospec.diagnostics import Diagnostic
 from colospec.loader import LoadedSpec
 from colospec.model import ROLES, Pair, default_tap
-from colospec.versions import (
-    DEFECTS,
-    defects_for,
-    parse_version,
-    supported_versions,
-    syntax_for,
-)
-
-Rule = Callable[[Pair, LoadedSpec], Iterator[Diagnostic]]
-RULES: list[Rule] = []
+from colospec.rules import Rule
+from colospec.versions import defects_for, parse_version, supported_versions, syntax_for
 
 
-def rule(fn: Rule) -> Rule:
-    RULES.append(fn)
-    return fn
-
-
-def rule_id(fn: Rule) -> str:
-    """A rule's stable id (what `validate --allow` names): its function's name."""
-    return fn.__name__.replace("_", "-")
-
-
-def check_rules(pair: Pair, spec: LoadedSpec) -> list[Diagnostic]:
-    # A rule that reports several distinct findings names them itself (known defects).
-    return sorted(
-        d if d.rule != "spec" else dataclasses.replace(d, rule=rule_id(r))
-        for r in RULES
-        for d in r(pair, spec)
-    )
-
-
-def allowable_rule_ids() -> set[str]:
-    """Every id a warning can carry."""
-    return {rule_id(r) for r in RULES} | {d.id for d in DEFECTS}
-
-
-@rule
 def hosts_differ(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     a, b = pair.primary, pair.secondary
     if a.name == b.name:
@@ -76,7 +42,6 @@ def unusable_address(text: str) -> tuple[str, str] | None:
     return None
 
 
-@rule
 def addresses_usable(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     for role, key in [(r, k) for r in ROLES for k in ("address", "lan_address")]:
         text = getattr(getattr(pair, role), key)
@@ -84,7 +49,6 @@ def addresses_usable(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
             yield spec.diagnostic(("hosts", role, key), *problem)
 
 
-@rule
 def second_heartbeat_path(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     a, b = pair.primary, pair.secondary
     if (a.lan_address is None) != (b.lan_address is None):
@@ -112,7 +76,6 @@ def second_heartbeat_path(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
             )
 
 
-@rule
 def ports_distinct(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     seen: dict[int, str] = {}
     ports = pair.replication.ports
@@ -130,7 +93,6 @@ def ports_distinct(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
             seen[port] = channel
 
 
-@rule
 def mac_unicast(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     octets = [int(o, 16) for o in pair.vm.nic.mac.split(":")]
     if octets[0] & 1:
@@ -147,7 +109,6 @@ def mac_unicast(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
         )
 
 
-@rule
 def machine_supported(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     if "q35" in pair.vm.machine:
         yield spec.diagnostic(
@@ -157,7 +118,6 @@ def machine_supported(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
         )
 
 
-@rule
 def vhost_off(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     if pair.vm.nic.vhost:
         yield spec.diagnostic(
@@ -167,7 +127,6 @@ def vhost_off(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
         )
 
 
-@rule
 def vnet_hdr_model(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     nic = pair.vm.nic
     if nic.vnet_hdr and nic.model != "virtio-net-pci":
@@ -179,7 +138,6 @@ def vnet_hdr_model(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
         )
 
 
-@rule
 def interface_names(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     derived = default_tap(pair.name)
     if len(derived) > 15 and any(h.tap == derived for h in pair.hosts):
@@ -203,7 +161,6 @@ def interface_names(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
             )
 
 
-@rule
 def qemu_version_known(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     version = pair.qemu.version
     if syntax_for(version) is None:
@@ -226,21 +183,6 @@ def qemu_version_known(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
         )
 
 
-@rule
-def qemu_version_verified(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
-    syntax = syntax_for(pair.qemu.version)
-    if syntax is not None and syntax.basis == "docs" and pair.flavor == "colo":
-        yield spec.diagnostic(
-            ("qemu", "version"),
-            f"colospec's syntax for QEMU {pair.qemu.version} rests on QEMU's documentation; "
-            "no COLO pair of this release line has run with colospec yet",
-            "run the pair in a test setup first (README, 'QEMU versions'), or use a line "
-            "marked run there",
-            severity="warning",
-        )
-
-
-@rule
 def vnc_on_loopback(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     vnc = pair.vm.vnc
     if not vnc:
@@ -259,7 +201,6 @@ def vnc_on_loopback(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
             )
 
 
-@rule
 def heartbeat_budget(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     f = pair.failover
     budget = f.heartbeat_interval_ms * f.missed_heartbeats
@@ -272,7 +213,6 @@ def heartbeat_budget(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
         )
 
 
-@rule
 def scratch_not_image(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     for host in pair.hosts:
         lay = pair.layout(host)
@@ -284,5 +224,18 @@ def scratch_not_image(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
             )
 
 
-# The vm-ft flavour's rules register themselves with @rule.
-from colospec import rules_vmft  # noqa: E402, F401
+RULES: tuple[Rule, ...] = (
+    hosts_differ,
+    addresses_usable,
+    second_heartbeat_path,
+    ports_distinct,
+    mac_unicast,
+    machine_supported,
+    vhost_off,
+    vnet_hdr_model,
+    interface_names,
+    qemu_version_known,
+    vnc_on_loopback,
+    heartbeat_budget,
+    scratch_not_image,
+)

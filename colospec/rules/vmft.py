@@ -1,4 +1,4 @@
-"""Semantic rules of the vm-ft flavour (registered in rules.RULES through @rule).
+"""Rules of the vm-ft flavour (the vm-ft/PLOVER layout).
 
 Sources for the facts they check (hku-systems/plover, wnagchenghku/vm-ft):
 qemu/migration/output-buffer.c finds a tap's ifb by the tap's number; rdma-paxos/src/dare/
@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from colospec.diagnostics import Diagnostic
 from colospec.loader import LoadedSpec
 from colospec.model import ROLES, Pair, VmFt
-from colospec.rules import rule, unusable_address
+from colospec.rules import Rule
+from colospec.rules.common import unusable_address
 
 # What RDMA-Paxos listens on: fixed in its sources, not configurable there.
 RDMA_PAXOS_SOCKETS = {"mirror": "/dev/shm/mirror.sock", "redirector": "/dev/shm/redirector.sock"}
@@ -37,11 +38,6 @@ _COLO_ONLY = {
 }
 
 
-def _vmft(pair: Pair) -> VmFt | None:
-    """The vm-ft settings of a vm-ft pair (a colo pair's stray vmft section is an error)."""
-    return pair.vmft if pair.flavor == "vm-ft" else None
-
-
 def _present(data: object, path: tuple[str, ...]) -> bool:
     for key in path:
         if not isinstance(data, dict) or key not in data:
@@ -50,28 +46,17 @@ def _present(data: object, path: tuple[str, ...]) -> bool:
     return True
 
 
-@rule
 def vmft_settings_match_flavor(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
-    if pair.flavor != "vm-ft":
-        if pair.vmft is not None:
-            yield spec.diagnostic(
-                ("vmft",),
-                "the vmft section only applies to flavor: vm-ft",
-                "remove it, or set flavor: vm-ft",
-                key=True,
-            )
-        return
+    # The same id as colo's own check, which rejects a vmft section in a colo spec.
     for path, why in _COLO_ONLY.items():
         if _present(spec.data, path):
-            yield spec.diagnostic(path, f"{path[-1]} is not used by flavor vm-ft: {why}",
-                                  "remove it", key=True)  # fmt: skip
+            yield spec.diagnostic(
+                path, f"{path[-1]} is not used by flavor vm-ft: {why}", "remove it", key=True
+            )
 
 
-@rule
 def ifb_devices(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
-    vmft = _vmft(pair)
-    if vmft is None:
-        return
+    vmft = VmFt.of(pair)
     count = vmft.ifb_count
     for role in ROLES:
         host = getattr(pair, role)
@@ -102,11 +87,8 @@ def ifb_devices(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
             )
 
 
-@rule
 def unix_sockets(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
-    vmft = _vmft(pair)
-    if vmft is None:
-        return
+    vmft = VmFt.of(pair)
     paths = {"mirror": vmft.mirror_socket, "redirector": vmft.redirector_socket}
     base = ("vmft", "sockets")
     if paths["mirror"] == paths["redirector"]:
@@ -139,11 +121,8 @@ def unix_sockets(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
             )
 
 
-@rule
 def paxos_group(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
-    vmft = _vmft(pair)
-    if vmft is None:
-        return
+    vmft = VmFt.of(pair)
     witness = vmft.witness
     if witness is None:
         yield spec.diagnostic(
@@ -175,11 +154,8 @@ def paxos_group(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
         yield spec.diagnostic((*base, "address"), *problem)
 
 
-@rule
 def binary_is_the_build(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
-    vmft = _vmft(pair)
-    if vmft is None:
-        return
+    vmft = VmFt.of(pair)
     built = f"{vmft.root.rstrip('/')}/{QEMU_BUILT_BY_SCRIPT}"
     if pair.qemu.binary != built:
         yield spec.diagnostic(
@@ -191,13 +167,22 @@ def binary_is_the_build(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
         )
 
 
-@rule
 def root_fits_configure(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
-    vmft = _vmft(pair)
-    if vmft is not None and not re.fullmatch(r"/[A-Za-z0-9_./+-]*", vmft.root):
+    vmft = VmFt.of(pair)
+    if not re.fullmatch(r"/[A-Za-z0-9_./+-]*", vmft.root):
         yield spec.diagnostic(
             ("vmft", "root"),
             f"'{vmft.root}' cannot go into QEMU's --extra-ldflags and --extra-cflags, "
             "which configure splits at spaces",
             "use a path of letters, digits and / . _ + -",
         )
+
+
+RULES: tuple[Rule, ...] = (
+    vmft_settings_match_flavor,
+    ifb_devices,
+    unix_sockets,
+    paxos_group,
+    binary_is_the_build,
+    root_fits_configure,
+)

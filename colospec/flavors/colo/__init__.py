@@ -1,0 +1,71 @@
+"""The colo flavour: upstream QEMU's COLO as qemu-colo.rst lays it out (colo-compare on the
+primary, filter-redirectors and filter-rewriter on the secondary)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from colospec.flavors.colo import argv, ids, qmp
+from colospec.model import FlavorNames, Host, Pair
+from colospec.render import plan, qemu_argv
+from colospec.render.qmp import Command
+from colospec.render.systemd import FlavorUnits
+from colospec.render.tc import render_tc_script
+from colospec.rules import Rule, colo, common
+from colospec.versions import known_syntax
+
+
+class ColoFlavor:
+    names = FlavorNames(scratch_disk="{pair}-{what}.qcow2", replication_node=ids.REPLICATION_NODE)
+    rules: tuple[Rule, ...] = (*common.RULES, *colo.RULES)
+
+    def qemu_argv(self, pair: Pair, host: Host) -> list[str]:
+        return argv.qemu_argv(pair, host)
+
+    def qemu_args_file(self, args: list[str]) -> str:
+        return qemu_argv.args_file(args)
+
+    def qmp_scripts(self, pair: Pair, host: Host) -> dict[str, list[Command]]:
+        return qmp.qmp_scripts(pair, host)
+
+    def plan(self, pair: Pair, host: Host, scripts: dict[str, list[Command]]) -> dict[str, Any]:
+        syntax, lay = known_syntax(pair.qemu.version), pair.layout(host)
+        # colo-compare's secondary_in (chardev SECONDARY_OUTPUT) listens here on the primary.
+        output = {"address": host.address, "port": pair.replication.ports.compare}
+        before_qemu: list[plan.Step] = []
+        if host.role == "secondary":
+            # The secondary's redirectors dial the primary's QEMU and, refused, retry only
+            # a second later: start once the primary's QEMU listens.
+            before_qemu.append(plan.step("peer-qemu", "wait-peer", step="qmp"))
+        # The secondary's redirectors must be connected before COLO starts, or the first
+        # packets would reach only the primary.
+        chardevs = [ids.MIRROR, ids.SECONDARY_OUTPUT]
+        before_start = [plan.step("peer-channels", "wait-chardevs", chardevs=chardevs)]
+        return plan.host_plan(
+            pair,
+            host,
+            qemu={"console_log": lay.console_log},
+            requires=plan.requires(syntax.required_commands, syntax.required_qom_types),
+            network={},
+            watch=plan.watch_section(
+                pair,
+                host,
+                pair.replication.checkpoint_delay_ms,
+                output if host.role == "primary" else None,
+            ),
+            steps=plan.bring_up_steps(
+                host, before_qemu=before_qemu, before_start_colo=before_start
+            ),
+        )
+
+    def network_script(self, pair: Pair, host: Host) -> str:
+        return render_tc_script(pair, host)
+
+    def units(self, pair: Pair, host: Host) -> FlavorUnits:
+        return FlavorUnits()
+
+    def host_files(self, pair: Pair, host: Host) -> dict[str, str]:
+        return {}
+
+    def pair_files(self, pair: Pair) -> dict[str, str]:
+        return {}

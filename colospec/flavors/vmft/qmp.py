@@ -1,0 +1,50 @@
+"""QMP command scripts of the vm-ft layout: the guide's steps 3 and 4, plus failover.
+
+Setup is the guide's, command for command (without qmp_capabilities, which the client
+negotiates): the secondary exports its base drive with nbd-server-add; the primary adds the
+replication child with HMP drive_add, as the guide does, and starts COLO. colospec adds what
+its runner needs: the liveness beacon (as in the colo flavour) and failover scripts. The
+guide's QEMU is a 2.x fork: these spellings hold whatever qemu.version says.
+"""
+
+from __future__ import annotations
+
+from colospec import model as m
+from colospec.flavors.vmft import ids
+from colospec.model import Host, Pair
+from colospec.render.qmp import (
+    Command,
+    add_replication_child,
+    command,
+    drop_replication_child,
+    liveness_beacon,
+    migrate,
+    nbd_server_start,
+    script_files,
+    set_capabilities,
+    takeover_as_secondary,
+)
+
+REPLICATION_CHILD = "drive_add"  # and drive_del at failover
+
+
+def qmp_scripts(pair: Pair, host: Host) -> dict[str, list[Command]]:
+    if host.role == "secondary":
+        # The guide's step 3.
+        export = command("nbd-server-add", {"device": m.QUORUM_ID, "writable": True})
+        setup = {"nbd-export": [nbd_server_start(pair, host), export]}
+    else:
+        # The guide's step 4: the secondary's disk as the quorum's second child, then COLO.
+        child = REPLICATION_CHILD, m.QUORUM_ID, ids.REPLICATION_NODE
+        setup = {
+            "liveness-beacon": liveness_beacon(pair, host),
+            "replication-child": add_replication_child(pair, *child),
+            "start-colo": [set_capabilities(("x-colo",)), migrate(pair)],
+        }
+    # No colo-compare or filters on the primary to remove: in this layout RDMA-Paxos, not
+    # QEMU, handles the packets.
+    as_primary = [
+        *drop_replication_child(REPLICATION_CHILD, ids.REPLICATION_NODE),
+        command("x-colo-lost-heartbeat"),
+    ]
+    return script_files(setup, as_primary, takeover_as_secondary())
