@@ -40,6 +40,8 @@ class QemuSyntax:
     # binary of this line could be run here) and what the row rests on.
     recorded: str | None
     basis: Literal["ran", "docs"]  # ran: COLO pairs of this line ran here; docs: not yet
+    # The flavours whose QEMU this line is: upstream's for colo, the guide's fork for vm-ft.
+    flavors: frozenset[str] = frozenset({"colo"})
 
 
 REQUIRED_COMMANDS = (
@@ -92,6 +94,20 @@ SYNTAX: dict[str, QemuSyntax] = {
     "10.2": _row(_RECONNECT_MS),
     "11.0": _row(_RECONNECT_MS, ("return-path", "x-colo")),
     "11.1": _row(_RECONNECT_MS, ("return-path", "x-colo"), recorded="11.1.3", basis="ran"),
+    # The vm-ft/PLOVER guide's QEMU: the COLO branch of the 2.7 era (its guide spells the
+    # export nbd-server-add and the child drive_add -n buddy; no x-colo on the secondary).
+    "2.7": QemuSyntax(
+        chardev_reconnect=_RECONNECT_S,
+        nbd_export="nbd-server-add",
+        replication_child="drive_add",
+        secondary_sets_x_colo=False,
+        colo_capabilities=("x-colo",),
+        required_commands=REQUIRED_COMMANDS,
+        required_qom_types=_QOM_TYPES,
+        recorded=None,
+        basis="docs",
+        flavors=frozenset({"vm-ft"}),
+    ),
 }
 
 
@@ -148,20 +164,21 @@ def parse_version(text: str) -> tuple[int, int, int | None]:
     return (parts[0], parts[1], parts[2] if len(parts) > 2 else None)
 
 
-def syntax_for(version: str) -> QemuSyntax | None:
+def syntax_for(version: str, flavor: str = "colo") -> QemuSyntax | None:
     major, minor, _ = parse_version(version)
-    return SYNTAX.get(f"{major}.{minor}")
+    row = SYNTAX.get(f"{major}.{minor}")
+    return row if row is not None and flavor in row.flavors else None
 
 
-def known_syntax(version: str) -> QemuSyntax:
+def known_syntax(version: str, flavor: str = "colo") -> QemuSyntax:
     """syntax_for a version the rules let through (qemu-version-known refuses the others)."""
-    syntax = syntax_for(version)
+    syntax = syntax_for(version, flavor)
     assert syntax is not None, "validated before rendering"
     return syntax
 
 
-def supported_versions() -> list[str]:
-    return sorted(SYNTAX, key=parse_version)
+def supported_versions(flavor: str = "colo") -> list[str]:
+    return sorted((v for v, row in SYNTAX.items() if flavor in row.flavors), key=parse_version)
 
 
 def defects_for(version: str, accel: str, build: str = "") -> list[Defect]:

@@ -46,7 +46,7 @@ VERSION_DEPENDENT = ("qemu.args", "plan.json", "qmp/")
 PER_VERSION = [
     (line, rel)
     for line in sorted(SYNTAX)
-    if line != "7.2"
+    if line != "7.2" and "colo" in SYNTAX[line].flavors
     for rel in sorted(_at(line))
     if rel.split("/", 1)[1].startswith(VERSION_DEPENDENT)
 ]

@@ -62,3 +62,12 @@ def test_rows_say_what_they_rest_on():
 def test_the_10_0_defect_is_refused_by_the_runner_not_just_warned():
     (defect,) = [d for d in defects_for("10.0.2", "kvm") if d.id == "colo-never-entered-10.0"]
     assert defect.refuse
+
+
+def test_the_vm_ft_fork_has_its_own_row_and_only_vm_ft_uses_it():
+    fork = syntax_for("2.7", "vm-ft")
+    assert (fork.nbd_export, fork.replication_child, fork.secondary_sets_x_colo) == (
+        "nbd-server-add", "drive_add", False)  # fmt: skip
+    assert syntax_for("2.7") is None  # not upstream's 2.7 for the colo flavour
+    assert syntax_for("7.2", "vm-ft") is None
+    assert supported_versions("vm-ft") == ["2.7"]

@@ -164,14 +164,17 @@ def test_a_two_member_paxos_group_warns_and_fails_under_strict(tmp_path):
 def test_qemu_check_refuses_a_qemu_that_does_not_link_libinterpose(tmp_path):
     files = render_pair(check_spec(EXAMPLE).pair)
     q = json.loads(files["node-a/plan.json"].text)["qemu"]
-    q["binary"] = QEMU  # Debian's QEMU: the right version, every command, but no RDMA-Paxos
+    q["binary"] = QEMU  # Debian's QEMU: every command, but no RDMA-Paxos (and not 2.7)
     with pytest.raises(QemuCheckError) as e:
         check_qemu(q, tmp_root=str(tmp_path))
     assert str(e.value) == (
         f"this QEMU ('{QEMU}') is not the vm-ft build (it does not link libinterpose) — "
         "build it with OUT/vmft/node-a/build/build.sh and point qemu.binary at the result"
     )
-    del q["requires"]["links"]  # everything else about it is fine
+    del q["requires"]["links"]  # then its version is what is wrong
+    with pytest.raises(QemuCheckError, match=r"built for QEMU 2\.7"):
+        check_qemu(q, tmp_root=str(tmp_path))
+    q["version"] = "7.2"  # and everything else about it is fine
     assert check_qemu(q, tmp_root=str(tmp_path)).binary == QEMU
 
 

@@ -163,11 +163,11 @@ def interface_names(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
 
 def qemu_version_known(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
     version = pair.qemu.version
-    if syntax_for(version) is None:
+    if syntax_for(version, pair.flavor) is None:
         yield spec.diagnostic(
             ("qemu", "version"),
-            f"colospec has no syntax table for QEMU {version}",
-            f"use one of: {', '.join(supported_versions())}",
+            f"colospec has no syntax table for QEMU {version} in flavour {pair.flavor}",
+            f"use one of: {', '.join(supported_versions(pair.flavor))}",
         )
     exact = parse_version(version)[2] is not None
     for defect in defects_for(version, pair.vm.accel):

@@ -135,8 +135,9 @@ async def check_qemu_async(
 ) -> QemuFacts:
     """Check plan.json's "qemu" object against the real binary; QemuCheckError if unfit."""
     start, binary, want = time.monotonic(), qemu["binary"], qemu["version"]
-    have, build = await asyncio.to_thread(_version, binary, timeout)
+    # The libraries first: "not the vm-ft build" says more than its version would.
     await asyncio.to_thread(_check_links, qemu)
+    have, build = await asyncio.to_thread(_version, binary, timeout)
     (w_major, w_minor, w_micro), (major, minor, micro) = parse_version(want), parse_version(have)
     if (w_major, w_minor) != (major, minor) or w_micro not in (None, micro):
         raise QemuCheckError(

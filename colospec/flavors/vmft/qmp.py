@@ -4,7 +4,7 @@ Setup is the guide's, command for command (without qmp_capabilities, which the c
 negotiates): the secondary exports its base drive with nbd-server-add; the primary adds the
 replication child with HMP drive_add, as the guide does, and starts COLO. colospec adds what
 its runner needs: the liveness beacon (as in the colo flavour) and failover scripts. The
-guide's QEMU is a 2.x fork: these spellings hold whatever qemu.version says.
+spellings come from the guide's QEMU's row in colospec/versions.py (a 2.7-era fork).
 """
 
 from __future__ import annotations
@@ -24,27 +24,28 @@ from colospec.render.qmp import (
     set_capabilities,
     takeover_as_secondary,
 )
-
-REPLICATION_CHILD = "drive_add"  # and drive_del at failover
+from colospec.versions import known_syntax
 
 
 def qmp_scripts(pair: Pair, host: Host) -> dict[str, list[Command]]:
+    syntax = known_syntax(pair.qemu.version, pair.flavor)
     if host.role == "secondary":
         # The guide's step 3.
+        assert syntax.nbd_export == "nbd-server-add", "the guide's export"
         export = command("nbd-server-add", {"device": m.QUORUM_ID, "writable": True})
         setup = {"nbd-export": [nbd_server_start(pair, host), export]}
     else:
         # The guide's step 4: the secondary's disk as the quorum's second child, then COLO.
-        child = REPLICATION_CHILD, m.QUORUM_ID, ids.REPLICATION_NODE
+        child = syntax.replication_child, m.QUORUM_ID, ids.REPLICATION_NODE
         setup = {
             "liveness-beacon": liveness_beacon(pair, host),
             "replication-child": add_replication_child(pair, *child),
-            "start-colo": [set_capabilities(("x-colo",)), migrate(pair)],
+            "start-colo": [set_capabilities(syntax.colo_capabilities), migrate(pair)],
         }
     # No colo-compare or filters on the primary to remove: in this layout RDMA-Paxos, not
     # QEMU, handles the packets.
     as_primary = [
-        *drop_replication_child(REPLICATION_CHILD, ids.REPLICATION_NODE),
+        *drop_replication_child(syntax.replication_child, ids.REPLICATION_NODE),
         command("x-colo-lost-heartbeat"),
     ]
     return script_files(setup, as_primary, takeover_as_secondary())
