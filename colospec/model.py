@@ -100,12 +100,14 @@ class Replication:
 class Failover:
     heartbeat_interval_ms: int
     missed_heartbeats: int
+    rejoin: str  # "manual" | "automatic"
 
 
 @dataclass(frozen=True)
 class Runtime:
     colospec: str
     artifacts_dir: str
+    state_dir: str
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,7 @@ class HostLayout:
     active_disk: str
     hidden_disk: str
     installed_dir: str  # where this host's artifact directory lives on the host itself
+    state_dir: str  # durable: the epoch this host's disk belongs to (runner/diskstate.py)
     # The host side of the guest's NIC. fe:… (as libvirt does) so a bridge, which takes the
     # lowest MAC among its ports, never adopts it; the rest differs per host, so the two
     # hosts' taps never share a MAC on a common LAN.
@@ -305,6 +308,7 @@ def _layout(pair: str, runtime: Runtime, host: Host, names: FlavorNames) -> Host
         active_disk=f"{scratch}/{names.scratch_disk.format(pair=pair, what='active')}",
         hidden_disk=f"{scratch}/{names.scratch_disk.format(pair=pair, what='hidden')}",
         installed_dir=_installed_dir(runtime, pair, host.name),
+        state_dir=f"{runtime.state_dir.rstrip('/')}/{pair}/{host.name}",
         tap_mac="fe:" + ":".join(mac[i : i + 2] for i in range(0, 10, 2)),
         replication_node=names.replication_node if host.role == "primary" else None,
     )

@@ -31,6 +31,7 @@ from typing import Any
 
 from qemu.qmp import QMPClient
 
+from netns import ip
 from pairlab import LAN, REPLICATION, PairLab
 
 # The bound on "at most one host serves" after a fault ends: the runner's heartbeat
@@ -161,6 +162,24 @@ def refuse_port(
         yield
 
 
+@contextlib.contextmanager
+def refuse_new_connections(
+    lab: PairLab, h: str, port: int, from_addr: str, how: str = "tcp reset"
+) -> Iterator[None]:
+    """As refuse_port(), but only connection attempts (a SYN without ACK) are refused, so
+    connections established before the rule keep working until they break for another
+    reason. refuse_port()'s `ct state new` does not guarantee that: conntrack, switched on
+    in the namespace by the rule itself, picks up an untracked established connection on
+    its next packet and calls that packet "new", so the rule resets it (measured: a COLO
+    migration stream dies at its next checkpoint under refuse_port on port 8888)."""
+    answer = {"tcp reset": "tcp reset", "icmp": "icmp type port-unreachable"}[how]
+    rule = (
+        f"ip saddr {from_addr} tcp dport {port} tcp flags & (syn | ack) == syn reject with {answer}"
+    )
+    with nft_table(lab, h, _chain("i", "input", 0, "accept", rule)):
+        yield
+
+
 def path_address(h: str, path: str) -> str:
     """Host h's address on a path: "replication" (rep0) or "lan" (br0)."""
     return {"replication": REPLICATION, "lan": LAN}[path][h]
@@ -175,6 +194,61 @@ def drop_one_way(
     dst = dst_addr or path_address(peer(src_h), path)
     with nft_table(lab, src_h, _chain("o", "output", -300, "accept", f"ip daddr {dst} drop")):
         yield
+
+
+@contextlib.contextmanager
+def refuse_udp(lab: PairLab, h: str, port: int, from_addr: str) -> Iterator[None]:
+    """Host h's firewall rejects every UDP datagram to `port` from `from_addr` with ICMP
+    port-unreachable (a REJECT rule for one service): the sender gets the ICMP error,
+    h never sees the datagram. Other protocols and addresses pass."""
+    rule = f"ip saddr {from_addr} udp dport {port} reject with icmp type port-unreachable"
+    with nft_table(lab, h, _chain("i", "input", 0, "accept", rule)):
+        yield
+
+
+@contextlib.contextmanager
+def link_down(lab: PairLab, h: str, dev: str) -> Iterator[None]:
+    """Host h's interface `dev` goes down (carrier lost on both ends of a veth) and comes
+    back up on the way out. The kernel drops the routes through it meanwhile and puts
+    them back with the link; addresses stay."""
+    ip("link", "set", dev, "down", netns=lab.ns[h])
+    try:
+        yield
+    finally:
+        # The namespace may be gone already (the lab closed): nothing left to undo then.
+        ip("link", "set", dev, "up", netns=lab.ns[h], check=False)
+
+
+def flap_link(lab: PairLab, h: str, dev: str, seconds: float) -> None:
+    """Host h's `dev` down for `seconds`, then up again (a flapping cable or switch port)."""
+    with link_down(lab, h, dev):
+        time.sleep(seconds)
+
+
+def colo_stream_acked(lab: PairLab, primary: str = "a", port: int = 8888) -> int | None:
+    """Bytes of the COLO migration stream the secondary's kernel has acknowledged, from the
+    primary's socket (`ss -ti`), or None when there is no such connection. COLO sends on
+    this stream only at checkpoints, so a growing count is the kernel's own evidence that
+    checkpoints advance, independent of what any runner counts."""
+    dst = path_address(peer(primary), "replication")
+    out = subprocess.run(
+        ["ip", "netns", "exec", lab.ns[primary], "ss", "-t", "-i", "-n", "-H", "state",
+         "established", "dst", dst, "dport", "=", f":{port}"],
+        capture_output=True, text=True, check=True, timeout=10,
+    ).stdout  # fmt: skip
+    counts = [int(n) for n in re.findall(r"\bbytes_acked:(\d+)", out)]
+    return sum(counts) if counts else None
+
+
+def established(lab: PairLab, h: str, dst: str, dport: int) -> int:
+    """How many TCP connections from host h to dst:dport are established (`ss`): say the
+    primary's replication NBD client's, which a yank or a reset ends."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", lab.ns[h], "ss", "-t", "-n", "-H", "state", "established",
+         "dst", dst, "dport", "=", f":{dport}"],
+        capture_output=True, text=True, check=True, timeout=10,
+    ).stdout  # fmt: skip
+    return len([line for line in out.splitlines() if line.strip()])
 
 
 def reset_connections(lab: PairLab, h: str, dst: str, dport: int) -> int:
@@ -459,3 +533,12 @@ class Invariants:
             raise AssertionError(
                 f"{len(self.broken)} invariant(s) broken:\n{lines}\n{self.lab.describe()}"
             )
+
+
+def image_has(lab, h: str, pattern: int, offset: int) -> bool:
+    """The pattern is in host h's base image file itself (read beside the running QEMU)."""
+    done = subprocess.run(
+        ["qemu-io", "-f", "raw", "-U", "-r", "-c", f"read -P {pattern:#x} {offset} 64k",
+         str(lab.tmp / h / "disk.raw")], capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return done.returncode == 0 and "Pattern verification failed" not in done.stdout

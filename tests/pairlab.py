@@ -215,7 +215,7 @@ class PairLab:
             },
         }
         # The units run the built directories where the lab keeps them.
-        spec["runtime"] = {"artifacts_dir": str(self.out)}
+        spec["runtime"] = {"artifacts_dir": str(self.out), "state_dir": str(self.tmp / "state")}
         self.key_file = self.tmp / "pair.key"
         keygen = subprocess.run([*COLOSPEC, "keygen", str(self.key_file)], capture_output=True,
                                 text=True, cwd=ROOT)  # fmt: skip

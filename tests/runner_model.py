@@ -278,13 +278,10 @@ class World:
         r.in_colo = h.state.phase is Phase.COLO
         r.report.update(qemu="running")
         self.send(host)
-        if h.state.intent in ("take-over", "drop"):
-            if h.qemu == "alone":  # query-colo-status: none, the failover had begun
-                act = Act.TAKE_OVER if h.state.intent == "take-over" else Act.DROP
-                self.failover(host, act)
-            elif h.state.intent == "drop":  # never began: forgotten, the rules decide afresh
-                h.state = dataclasses.replace(h.state, intent=None, intent_epoch=None)
-            # a take-over that never began was announced: resume-take-over after a look
+        # query-colo-status none: the failover had begun, it is finished at once; one still
+        # in COLO mode is resumed by resume-take-over / resume-drop after a look.
+        if h.state.intent in ("take-over", "drop") and h.qemu == "alone":
+            self.failover(host, Act.TAKE_OVER if h.state.intent == "take-over" else Act.DROP)
         self.fault()
 
     # ----- time --------------------------------------------------------------------------
@@ -391,6 +388,7 @@ class World:
             budget_s=float(BUDGET), paths=PATHS, heard=r.heard(now), peer=view,
             stale=st.role == "secondary" and (r.adopted_broken or r.peer_broke),
             pending_take_over=st.intent == "take-over",
+            pending_drop=st.intent == "drop",
             peer_fresh=r.report_at is not None and broke_at is not None and r.report_at > broke_at,
             break_unwitnessed=broke_at is not None and not (
                 broke_at - r.stall_at >= BUDGET

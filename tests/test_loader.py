@@ -61,8 +61,11 @@ def test_defaults_come_from_the_schema():
     assert data["vm"]["disk"]["format"] == "raw"
     assert data["vm"]["nic"]["vhost"] is False
     assert data["replication"]["ports"]["heartbeat"] == 8890
-    assert data["failover"] == {"heartbeat_interval_ms": 100, "missed_heartbeats": 3}
+    assert data["failover"] == {
+        "heartbeat_interval_ms": 100, "missed_heartbeats": 3, "rejoin": "manual"
+    }  # fmt: skip
     assert data["runtime"]["colospec"] == "/opt/colospec/bin/colospec"
+    assert data["runtime"]["state_dir"] == "/var/lib/colospec"
     assert "default" in pair_schema()["properties"]["flavor"]
     # the input is not modified
     assert "flavor" not in spec.data

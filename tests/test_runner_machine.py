@@ -27,6 +27,7 @@ PEER_SECONDARY = PeerView(
 )  # fmt: skip
 PEER_PRIMARY = dataclasses.replace(PEER_SECONDARY, role="primary", colo="primary")
 PEER_ALONE = dataclasses.replace(PEER_PRIMARY, colo="none", alone=True, epoch=1, rank=0)
+PEER_JOINING = dataclasses.replace(PEER_SECONDARY, colo=None, joining=True, epoch=0)
 
 
 def colo(role: str = "primary", **changes) -> Evidence:
@@ -37,7 +38,8 @@ def colo(role: str = "primary", **changes) -> Evidence:
         peer_deaf=False, secondary_silent=False, stalled=False, watching_for_s=5.0, budget_s=0.3,
         paths=("replication", "lan"), heard=("replication", "lan"),
         peer=PEER_SECONDARY if role == "primary" else PEER_PRIMARY,
-        stale=False, peer_fresh=True, break_unwitnessed=False, paused=False, pending_take_over=False, probe=None,
+        stale=False, peer_fresh=True, break_unwitnessed=False, paused=False, pending_take_over=False,
+        pending_drop=False, probe=None,
     )  # fmt: skip
     return dataclasses.replace(base, **changes)
 
@@ -51,6 +53,10 @@ CASES = [
     ("own qemu gone", colo(own_qemu="gone"), "own-qemu-gone", Act.EXIT),
     ("own qemu gone while alone", colo(phase=Phase.ALONE, own_qemu="gone"), "own-qemu-gone", Act.EXIT),
     ("own qemu hung", colo("secondary", own_qemu="hung"), "own-qemu-hung", Act.KILL_OWN),
+    ("own qemu hung while serving alone: no one else could serve",
+     colo(phase=Phase.ALONE, own_qemu="hung"), "own-qemu-hung-alone", Act.HOLD),
+    ("own qemu hung while re-protecting (a blocking NBD connect)",
+     colo(phase=Phase.RESYNCING, own_qemu="hung"), "own-qemu-hung-alone", Act.HOLD),
     ("secondary took over while this primary was away",
      colo("primary", peer=PEER_ALONE), "peer-took-over", Act.FENCE),
     ("primary dropped this secondary",
@@ -133,6 +139,12 @@ CASES = [
      colo("secondary", heard=("lan",), probe="unreachable"), "replication-lost", Act.HOLD),
     ("checkpoints stalled", colo("primary", checkpoint_stalled=True),
      "checkpoints-stalled", Act.DROP),
+    ("a drop cut short while still in COLO mode is finished",
+     colo("primary", pending_drop=True), "resume-drop", Act.DROP),
+    ("a drop cut short, but the secondary serves by now: stand down instead",
+     colo("primary", pending_drop=True, peer=PEER_ALONE), "peer-took-over", Act.FENCE),
+    ("a drop cut short is finished only after a look",
+     colo("primary", pending_drop=True, stalled=True), "self-stalled", Act.HOLD),
     ("the secondary's guest is silent", colo("primary", secondary_silent=True),
      "secondary-silent", Act.DROP),
     ("stream broken, primary heard and running", colo("secondary", colo_exit_error=True),
@@ -140,6 +152,44 @@ CASES = [
     ("a refused probe alone never promotes while heartbeats arrive",
      colo("secondary", probe="dead"), "", Act.NONE),
     ("alone and unchallenged", colo(phase=Phase.ALONE, epoch=1, rank=1, peer=None), "", Act.NONE),
+    ("the primary asks for a switchover",
+     colo("secondary", peer=dataclasses.replace(PEER_PRIMARY, switchover=True)),
+     "switchover-requested", Act.TAKE_OVER),
+    ("a switchover asked by an unheard primary is not acted on",
+     colo("secondary", peer=dataclasses.replace(PEER_PRIMARY, switchover=True), **SILENT,
+          probe="alive"), "silence-qemu-answers", Act.HOLD),
+    ("a stale secondary never takes over, even when asked",
+     colo("secondary", stale=True, peer=dataclasses.replace(PEER_PRIMARY, switchover=True)),
+     "stale-secondary", Act.FENCE),
+    ("switching, the secondary announces it serves: stand down",
+     colo("primary", phase=Phase.SWITCHING, peer=PEER_ALONE), "peer-took-over", Act.FENCE),
+    ("switching, checkpoints stalled: no drop (it would resume the guest beside the new one)",
+     colo("primary", phase=Phase.SWITCHING, checkpoint_stalled=True, colo_exit_error=True),
+     "", Act.NONE),
+    ("switching, own QEMU gone", colo("primary", phase=Phase.SWITCHING, own_qemu="gone"),
+     "own-qemu-gone", Act.EXIT),
+    # ----- re-protection
+    ("a fresh peer asks to join the host serving alone",
+     colo(phase=Phase.ALONE, epoch=1, peer=PEER_JOINING), "peer-joins", Act.RESYNC),
+    ("a joining peer that served later than this host: both served, no copy",
+     colo(phase=Phase.ALONE, epoch=1, peer=dataclasses.replace(PEER_JOINING, epoch=2)),
+     "joining-peer-newer", Act.HOLD),
+    ("a joining peer that is not heard is not copied to",
+     colo(phase=Phase.ALONE, epoch=1, peer=PEER_JOINING, **SILENT), "", Act.NONE),
+    ("a joining peer whose QEMU died is not copied to",
+     colo(phase=Phase.ALONE, epoch=1, peer=dataclasses.replace(PEER_JOINING, qemu="dead")),
+     "", Act.NONE),
+    ("a paused primary waits for its secondary's word before any copy",
+     colo(phase=Phase.ALONE, epoch=1, peer=PEER_JOINING, paused=True), "", Act.NONE),
+    ("re-protecting, the copy runs on", colo(phase=Phase.RESYNCING, epoch=1, peer=PEER_JOINING),
+     "", Act.NONE),
+    ("re-protecting while the peer serves alone at a newer epoch",
+     colo(phase=Phase.RESYNCING, epoch=1, peer=dataclasses.replace(PEER_ALONE, epoch=2)),
+     "peer-serves-newer", Act.FENCE),
+    ("re-protecting, own QEMU gone", colo(phase=Phase.RESYNCING, own_qemu="gone"),
+     "own-qemu-gone", Act.EXIT),
+    ("joining: the peer serving alone is expected",
+     colo("secondary", phase=Phase.JOINING, peer=PEER_ALONE), "", Act.NONE),
 ]  # fmt: skip
 
 
@@ -158,7 +208,8 @@ def test_every_rule_row_has_a_case():
 
 @pytest.mark.parametrize(
     "act, phase", [(Act.TAKE_OVER, Phase.ALONE), (Act.DROP, Phase.ALONE),
-                   (Act.FENCE, Phase.FENCED), (Act.EXIT, Phase.FAILED)],
+                   (Act.FENCE, Phase.FENCED), (Act.EXIT, Phase.FAILED),
+                   (Act.RESYNC, Phase.RESYNCING)],
 )  # fmt: skip
 def test_actions_lead_to_their_phase(act, phase):
     evidence = next(c[1] for c in CASES if c[3] is act)
@@ -192,7 +243,8 @@ def test_protected_only_with_every_fact():
     assert protected(colo("primary")) and protected(colo("secondary"))
     for change in ({"colo_exit_error": True}, {"replication_bad": True},
                    {"checkpoint_stalled": True}, {"secondary_silent": True}, {"heard": ()},
-                   {"phase": Phase.ALONE},
+                   {"phase": Phase.ALONE}, {"phase": Phase.RESYNCING}, {"phase": Phase.JOINING},
+                   {"phase": Phase.SWITCHING},
                    {"phase": Phase.WAITING_PEER}, {"peer": None}, {"peer": PEER_ALONE},
                    {"own_qemu": "hung"}):  # fmt: skip
         assert not protected(colo("primary", **change)), change

@@ -47,6 +47,7 @@ def host_dir(tmp_path) -> Path:
     run_dir.mkdir()
     plan["qemu"] |= {"run_dir": str(run_dir), "pidfile": str(run_dir / "qemu.pid"),
                      "qmp_socket": str(run_dir / "qmp.sock")}  # fmt: skip
+    plan["state_dir"] = str(tmp_path / "state")
     (directory / "plan.json").write_text(json.dumps(plan))
     return directory
 
@@ -118,6 +119,8 @@ def test_without_a_runner_json_has_every_key_with_nulls_and_exits_3(host_dir):
         "peer": {"name": "node-a", "reachable": None, "paths": []},
         "last_failover": None, "runner": "not running",
         "phase": None, "protected": False, "epoch": None, "heartbeats_rejected": None,
+        # disk.json is read without a runner: a host with none counts as epoch 0
+        "last_resync": None, "disk": {"epoch": 0, "stale": False},
     }  # fmt: skip
 
 
@@ -139,6 +142,7 @@ def test_without_a_runner_text_shows_unknowns_as_dashes_and_exits_3(host_dir):
         "last failover: -",
         "epoch:         -",
         "rejected:      -",
+        "disk:          epoch 0",
     ]
 
 
@@ -177,6 +181,7 @@ def test_with_a_runner_answering_exits_0_and_says_running(host_dir):
         "qemu_pid": 4242, "last_failover": None, "checkpoints": 17,
         "peer": {"name": "node-a", "reachable": True, "paths": ["replication", "lan"]},
         "phase": "colo", "protected": True, "epoch": 0, "heartbeats_rejected": 0,
+        "last_resync": None, "disk": {"epoch": 0, "stale": False},
     }  # fmt: skip
     with answering_runner(host_dir, reply):
         code, out = status(host_dir, "--json")
@@ -201,4 +206,5 @@ def test_with_a_runner_answering_exits_0_and_says_running(host_dir):
         "last failover: never",
         "epoch:         0",
         "rejected:      0",
+        "disk:          epoch 0",
     ]

@@ -10,9 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from colospec.runner.diskstate import DiskState
 from colospec.runner.errors import EXIT_FENCED, EXIT_QEMU_GONE, RunError
 from colospec.runner.hoststate import HostState, StateStore
-from colospec.runner.machine import Act, Decision, PeerView, Phase
+from colospec.runner.machine import Act, Decision, PeerView, Phase, decide
 from colospec.runner.watch import Watcher
 
 SCRIPTS = {
@@ -39,7 +40,8 @@ PLAN = {
 
 
 class Arts:
-    plan = PLAN
+    def __init__(self, state_dir: Path):
+        self.plan = {**PLAN, "state_dir": str(state_dir)}
 
     def script(self, rel: str):
         return SCRIPTS[rel]
@@ -78,6 +80,8 @@ class Qemu:
 
     async def execute(self, name, arguments=None, timeout=30):
         state = json.loads((self.run_dir / "state.json").read_text())
+        disk = self.run_dir / "state" / "disk.json"
+        state["disk"] = json.loads(disk.read_text()) if disk.exists() else None
         self.sent.append((name, state))
         if name == "x-colo-lost-heartbeat" and not self.stuck_in_colo:
             self.mode = "none"
@@ -127,7 +131,8 @@ def watcher(tmp_path: Path, role: str, **qemu_kw) -> tuple[Watcher, Qemu, Peer, 
     store.state.save(tmp_path)
     qemu, peer = Qemu(tmp_path, **qemu_kw), Peer()
     qemu.mode = role
-    w = Watcher(Arts(), qemu, peer, store, wake=asyncio.Event(), stopping=lambda: False)
+    arts = Arts(tmp_path / "state")
+    w = Watcher(arts, qemu, peer, store, wake=asyncio.Event(), stopping=lambda: False)
     return w, qemu, peer, store
 
 
@@ -158,6 +163,8 @@ def test_take_over_announces_before_the_first_command(tmp_path):
     first = peer.reports[0]
     assert first[0] and first[1]["alone"] is True and first[1]["epoch"] == 3
     assert (store.state.phase, store.state.role) == (Phase.ALONE, "primary")
+    # durable before the first command: this disk takes writes at epoch 3 from now on
+    assert qemu.sent[0][1]["disk"] == {"epoch": 3, "stale": False}
 
 
 def test_a_failover_that_leaves_colo_on_is_retried_then_reported_failed(tmp_path):
@@ -186,6 +193,8 @@ def test_fence_stops_the_vm_before_quitting_and_records_it(tmp_path):
     assert [n for n, _ in qemu.sent] == ["stop", "quit"]
     assert qemu.sent[0][1]["intent"] == "fence"
     assert (store.state.phase, store.state.intent) == (Phase.FENCED, None)
+    # the peer serves on: this disk is stale before the guest even stops
+    assert qemu.sent[0][1]["disk"] == {"epoch": 0, "stale": True}
     assert peer.reports[-1] == (True, {"qemu": "dead", "role": "fenced", "phase": "fenced",
                                        "alone": False, "protected": False})  # fmt: skip
 
@@ -206,11 +215,33 @@ def test_evidence_marks_a_secondary_stale_when_its_primary_ran_on(tmp_path):
     assert w.evidence().stale is True
 
 
-def test_a_failover_that_never_began_is_forgotten_not_resumed(tmp_path):
+def test_a_drop_cut_short_in_colo_mode_is_kept_and_finished_after_a_look(tmp_path):
+    """Its first commands (yank, the replication child's removal) leave COLO mode on: the
+    intent stays, and rule resume-drop finishes it once the runner has looked."""
     w, qemu, _, store = watcher(tmp_path, "primary")
     store.update(intent="drop", intent_epoch=1)
-    w.stopping = lambda: True  # one look is enough
+    w.stopping = lambda: True  # stop at the first look: nothing done before it
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(w.run(look_first=True))
     assert "x-colo-lost-heartbeat" not in [n for n, _ in qemu.sent]
-    assert (store.state.intent, store.state.intent_epoch, store.state.epoch) == (None, None, 0)
+    assert (store.state.intent, store.state.intent_epoch) == ("drop", 1)
+    w.stall_at -= 10  # one budget later: the look is done
+    e = w.evidence()
+    assert e.pending_drop and decide(e).rule == "resume-drop"
+    asyncio.run(w.carry_out(decide(e)))
+    assert "x-colo-lost-heartbeat" in [n for n, _ in qemu.sent]
+    assert (store.state.phase, store.state.intent, store.state.epoch) == (Phase.ALONE, None, 1)
+
+
+def test_a_disk_record_that_cannot_be_written_never_stops_a_failover(tmp_path):
+    w, _, peer, store = watcher(tmp_path, "secondary")
+    (tmp_path / "state").write_text("a file where the directory should be")
+    done = asyncio.run(w.failover(Act.TAKE_OVER, "test"))
+    assert done["ok"] and store.state.phase is Phase.ALONE
+    assert w.unsaved_disk == DiskState(3)
+    # the peer hears of the new epoch all the same
+    assert {"epoch": 3, "stale": False} in [f.get("disk") for _, f in peer.reports]
+    (tmp_path / "state").unlink()
+    w._disk(w.unsaved_disk)  # what every tick of the watch loop does until it works
+    assert w.unsaved_disk is None
+    assert DiskState.load(tmp_path / "state") == DiskState(3)

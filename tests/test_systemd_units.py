@@ -239,7 +239,7 @@ def test_sandbox_paths_reach_systemd_as_written(outside_tmp):
                                     f"-{scratch}/web1-hidden.qcow2"], "ProtectHome": ["read-only"]},
         "disks": {"ReadWritePaths": [f"-{scratch}"], "ProtectHome": ["read-only"]},
         "network": {"ReadWritePaths": [], "ProtectHome": ["read-only"]},
-        "runner": {"ReadWritePaths": [], "ProtectHome": ["read-only"]},
+        "runner": {"ReadWritePaths": [f"-{lay.state_dir}"], "ProtectHome": ["read-only"]},
     }  # fmt: skip
     with namespace() as ns, SystemdHost(ns, [outside_tmp]) as sd:
         sd.install_units(units)
@@ -344,7 +344,11 @@ def check_sandbox(lab: PairLab, hosts: dict[str, SystemdHost]) -> None:
                 assert not writable(part, path), (h, part, path)
         # Every writable mount, besides /dev, /proc itself and the private /tmp and /var/tmp
         # (with the host's, shadowed beneath): the run directory, and QEMU's disks.
-        for part, expected in (("qemu", {lab.run_dir(h), *disks}), ("runner", {lab.run_dir(h)})):
+        # The runner's durable state too (disk.json), made by its ExecStartPre=.
+        state = lab.tmp / "state" / lab.name / lab.hosts[h]
+        assert writable("runner", state) and not writable("qemu", state), h
+        for part, expected in (("qemu", {lab.run_dir(h), *disks}),
+                               ("runner", {lab.run_dir(h), state})):  # fmt: skip
             mounts = inside(part, "findmnt", "-rno", "TARGET,OPTIONS").stdout.splitlines()
             rw = {t for t, _, o in (m.partition(" ") for m in mounts) if "rw" in o.split(",")}
             rw = {t for t in rw if t != "/proc" and not re.match(r"/(dev|tmp|var/tmp)(/|$)", t)}

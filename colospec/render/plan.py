@@ -51,6 +51,8 @@ def host_plan(
         "steps": steps,
         "failover": failover_section(),
         "units": units_section(pair, host),
+        # Durable (a reboot keeps it): the failover epoch this host's disk belongs to.
+        "state_dir": pair.layout(host).state_dir,
     }
 
 

@@ -72,16 +72,17 @@ def set_capabilities(names: tuple[str, ...]) -> Command:
     return command("migrate-set-capabilities", {"capabilities": caps})
 
 
-def migrate(pair: Pair) -> Command:
-    peer, port = pair.secondary, pair.replication.ports.migration
+def migrate(pair: Pair, peer: Host | None = None) -> Command:
+    """Start COLO's migration to the secondary (or to the peer that joins this host)."""
+    peer, port = peer or pair.secondary, pair.replication.ports.migration
     return command("migrate", {"uri": f"tcp:{peer.address}:{port}"})
 
 
-def add_replication_child(
-    pair: Pair, spelling: ReplicationChild, export: str, node: str
-) -> list[Command]:
-    """The secondary's disk (its NBD export) as the primary quorum's second child."""
-    peer, port = pair.secondary, pair.replication.ports.nbd
+def replication_child(
+    pair: Pair, spelling: ReplicationChild, export: str, node: str, peer: Host | None = None
+) -> Command:
+    """The secondary's disk (its NBD export), opened as a replication child."""
+    peer, port = peer or pair.secondary, pair.replication.ports.nbd
     if spelling == "blockdev-add":
         server = {"type": "inet", "host": peer.address, "port": str(port)}
         nbd = {"driver": "nbd", "node-name": m.NBD_NODE, "server": server, "export": export}
@@ -101,7 +102,17 @@ def add_replication_child(
             "file.node-name": m.NBD_NODE,
         }
         add = hmp(f"drive_add -n buddy {format_opts(None, child.items())}")
-    return [add, command("x-blockdev-change", {"parent": m.QUORUM_ID, "node": node})]
+    return add
+
+
+def add_replication_child(
+    pair: Pair, spelling: ReplicationChild, export: str, node: str
+) -> list[Command]:
+    """The secondary's disk (its NBD export) as the primary quorum's second child."""
+    return [
+        replication_child(pair, spelling, export, node),
+        command("x-blockdev-change", {"parent": m.QUORUM_ID, "node": node}),
+    ]
 
 
 def drop_replication_child(spelling: ReplicationChild, node: str) -> list[Command]:

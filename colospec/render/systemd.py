@@ -81,6 +81,7 @@ def render_units(
         "network_up_argv": [colospec, "prepare", "network", lay.installed_dir],
         "network_down_argv": [colospec, "cleanup", "network", lay.installed_dir],
         "runner_argv": [colospec, "run", "--attach", lay.installed_dir],
+        "state_mkdir_argv": ["/bin/mkdir", "-p", "-m", "0700", lay.state_dir],
         "run_dir_rel": lay.run_dir.removeprefix("/run/"),
         "qemu_env_file": f"{lay.installed_dir}/{env_file}" if env_file else None,
         "mdwe": pair.vm.accel == "kvm",
@@ -143,6 +144,7 @@ def sandboxes_for(pair: Pair, host: Host, flavor: FlavorUnits) -> dict[str, Sand
         qemu.private_devices, qemu.bind_devices, qemu.device_allow = False, "", []
     runner = _sandbox(
         reads=[*colospec, *artifacts, *key, host.image, pair.qemu.binary],
+        writes=[lay.state_dir],
         read_only=artifacts,
         devices=image_device,
     )

@@ -31,6 +31,9 @@ _COLO_ONLY = {
         "the vm-ft layout has no filter-mirror: RDMA-Paxos carries the client packets "
         "(vmft.sockets)"
     ),
+    ("failover", "rejoin"): (
+        "colospec re-protects only the colo layout; a vm-ft pair is re-protected by hand"
+    ),
     ("replication", "ports", "compare"): (
         "the vm-ft layout has no colo-compare: RDMA-Paxos carries the secondary's output "
         "(vmft.sockets)"

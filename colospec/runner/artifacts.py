@@ -39,6 +39,21 @@ class HostArtifacts:
     def run_dir(self) -> Path:
         return Path(self.plan["qemu"]["run_dir"])
 
+    def argv(self, args_file: str) -> list[str]:
+        """Another command line of this host's (rejoin: its QEMU in the other layout)."""
+        if args_file == self.plan["qemu"]["args_file"]:
+            return self.qemu_argv
+        try:
+            argv = read_qemu_args(self.directory / args_file)
+        except OSError as exc:
+            raise ArtifactError(
+                f"{self.directory / args_file}: cannot read: {exc.strerror}"
+            ) from None
+        if not argv or argv[0] != self.plan["qemu"]["binary"]:
+            raise ArtifactError(f"{self.directory / args_file} does not start with "
+                                f"{self.plan['qemu']['binary']}")  # fmt: skip
+        return argv
+
     def script(self, relpath: str) -> list[dict[str, Any]]:
         path = self.directory / relpath
         try:

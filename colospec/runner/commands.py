@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -79,8 +80,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from colospec.runner.orchestrate import Runner
 
+    if args.force_primary and (args.rejoin or args.attach):
+        print("colospec run: error: --force-primary goes with neither --rejoin nor --attach",
+              file=sys.stderr)  # fmt: skip
+        return 2
     arts = _load(args)
-    return asyncio.run(Runner(arts, attach=args.attach).run())
+    runner = Runner(arts, attach=args.attach, rejoin=args.rejoin, force_primary=args.force_primary)
+    return asyncio.run(runner.run())
 
 
 @operator_errors
@@ -112,16 +118,18 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 STATUS_RUNNING, STATUS_NOT_RUNNING = 0, 3
 STATUS_KEYS = (
     "role", "colo_mode", "vm_status", "qemu_pid", "peer", "last_failover", "runner",
-    "phase", "protected", "epoch", "heartbeats_rejected",
+    "phase", "protected", "epoch", "heartbeats_rejected", "last_resync", "disk",
 )  # fmt: skip
 STATUS_HELP = """role, COLO mode, VM status, QEMU pid, peer, last failover, runner, phase,
 protected, epoch. Exit status 0 while this host's runner answers, 3 when it does not (as
 `systemctl status`). --json prints exactly the keys role, colo_mode, vm_status, qemu_pid,
 peer ({name, reachable, paths}), last_failover, runner ("running" or "not running"),
-phase (starting, waiting-peer, colo, alone, fenced, failed), protected (true only while
-both QEMUs are in COLO mode, checkpoints advance, the replication child is healthy and
-the peer is heard), epoch and heartbeats_rejected (datagrams dropped as unauthentic or
-replayed); null where unknown (text: "-"). Without a runner nothing
+phase (starting, waiting-peer, joining, colo, alone, resyncing, fenced, failed),
+protected (true only while both QEMUs are in COLO mode, checkpoints advance, the
+replication child is healthy and the peer is heard), epoch, heartbeats_rejected
+(datagrams dropped as unauthentic or replayed), last_resync (this run's latest
+re-protection: time, took_ms, stages_ms) and disk ({epoch, stale}: disk.json, README
+Re-protection); null where unknown (text: "-"). Without a runner nothing
 is protected; role and phase come from the runner's state file written for the QEMU that
 runs now, never from an earlier run's."""
 
@@ -147,7 +155,24 @@ def _offline_status(arts: HostArtifacts) -> dict[str, Any]:
         "protected": False,  # no runner watches: nothing would fail over
         "epoch": current.get("epoch"),
         "heartbeats_rejected": None,
+        "last_resync": None,
+        "disk": _disk_record(arts),
     }
+
+
+def _disk_line(disk: dict[str, Any] | None) -> str:
+    if not disk:
+        return "-"
+    return f"epoch {disk['epoch']}" + (", stale: may only join" if disk["stale"] else "")
+
+
+def _disk_record(arts: HostArtifacts) -> dict[str, Any] | None:
+    from colospec.runner.diskstate import DisksDiffer, DiskState
+
+    try:
+        return DiskState.load(Path(arts.plan["state_dir"])).report()
+    except DisksDiffer:
+        return None
 
 
 def _status_lines(arts: HostArtifacts, status: dict[str, Any]) -> list[str]:
@@ -179,6 +204,7 @@ def _status_lines(arts: HostArtifacts, status: dict[str, Any]) -> list[str]:
         ("last failover", failover),
         ("epoch", shown(status.get("epoch"))),
         ("rejected", shown(status.get("heartbeats_rejected"))),
+        ("disk", _disk_line(status.get("disk"))),
     ]
     return [f"{label + ':':<15}{value}".rstrip() for label, value in rows]
 
@@ -220,35 +246,55 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-@operator_errors
-def cmd_failover(args: argparse.Namespace) -> int:
+def _operator_request(args: argparse.Namespace, request: dict[str, Any]) -> dict | None:
+    """An operator's command to this host's runner: its reply if it accepted, else None
+    (the reason printed)."""
     import asyncio
 
     from colospec.runner import control
     from colospec.runner.artifacts import load_host_dir
 
     arts = load_host_dir(args.dir)
-    request = {"cmd": "failover", "force": args.force}
     try:
         reply = asyncio.run(control.ask(arts.run_dir, request, timeout=60))
     except (OSError, ValueError, TimeoutError):
         print(f"colospec: error: no runner answers for {arts.host} "
               f"({control.control_socket(arts.run_dir)}) — start `colospec run` first",
               file=sys.stderr)  # fmt: skip
-        return 1
+        return None
     if not reply.get("ok"):
-        print(f"colospec: failover refused: {reply.get('error')}", file=sys.stderr)
+        print(f"colospec: {request['cmd']} refused: {reply.get('error')}", file=sys.stderr)
+        return None
+    return reply | {"host": arts.host}
+
+
+@operator_errors
+def cmd_failover(args: argparse.Namespace) -> int:
+    reply = _operator_request(args, {"cmd": "failover", "force": args.force})
+    if reply is None:
         return 1
     print(f"failover done in {reply['took_ms']} ms: VM {reply['vm_status']}, "
           f"COLO mode {reply['colo_mode']}", file=sys.stderr)  # fmt: skip
     return 0
 
 
+@operator_errors
+def cmd_switchover(args: argparse.Namespace) -> int:
+    reply = _operator_request(args, {"cmd": "switchover"})
+    if reply is None:
+        return 1
+    print(f"switched over in {reply['took_ms']} ms: {reply['new_primary']} serves; "
+          f"{reply['host']} joins it as secondary", file=sys.stderr)  # fmt: skip
+    return 0
+
+
 RUN_EXIT_CODES = """exit codes:
   0  stopped on request (SIGTERM, Ctrl-C)
   1  failed (a step, QEMU or its checks; the message says which)
+  2  usage: --force-primary with --rejoin or --attach
   3  this host's QEMU is gone (the peer was told at once)
-  4  fenced: the peer serves alone, so this host stood down"""
+  4  stood down: the peer serves alone (without --rejoin), or the two disks differ
+     (README, Re-protection: --force-primary on the newest, --rejoin on the other)"""
 _SIMPLE_EXIT_CODES = "exit codes:\n  0  success\n  1  failure"
 
 
@@ -268,6 +314,18 @@ def add_runner_commands(sub: argparse._SubParsersAction, command) -> None:
     host_dir(p)
     p.add_argument(
         "--attach", action="store_true", help="QEMU, disks and network come from the systemd units"
+    )
+    p.add_argument(
+        "--rejoin",
+        action="store_true",
+        help="if the peer serves the guest alone, join it as its secondary: it copies its "
+        "disk over this host's (the spec's failover.rejoin: automatic does so always)",
+    )
+    p.add_argument(
+        "--force-primary",
+        action="store_true",
+        help="this host's disk is the newest (the two disks differ): serve the guest from it "
+        "without a secondary; the peer then joins with --rejoin",
     )
     p.add_argument("--verbose", "-v", action="store_true", help="log QMP traffic")
     p.set_defaults(func=cmd_run)
@@ -297,6 +355,19 @@ def add_runner_commands(sub: argparse._SubParsersAction, command) -> None:
         "--force", action="store_true", help="promote a secondary even though its primary is alive"
     )
     p.set_defaults(func=cmd_failover)
+
+    p = command(
+        sub,
+        "switchover",
+        "swap the roles of a protected pair (planned: the secondary takes over, this "
+        "primary joins it)",
+        "colospec switchover /etc/colospec/web1/node-a",
+        "exit codes:\n  0  the secondary serves, this host joins it\n"
+        "  1  refused (not the primary of a protected pair), not taken over in time, or no "
+        "runner answers",
+    )
+    host_dir(p)
+    p.set_defaults(func=cmd_switchover)
 
     p = command(
         sub,

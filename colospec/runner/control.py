@@ -61,9 +61,11 @@ async def serve_control(run_dir: Path, handler: Handler) -> asyncio.AbstractServ
             reply = await handler(request if isinstance(request, dict) else {})
         except (ValueError, TimeoutError):
             reply = {"ok": False, "error": "bad request"}
-        writer.write(json.dumps(reply).encode() + b"\n")
         try:
+            writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
+        except ConnectionError:
+            pass  # the caller gave up waiting: nothing to tell it
         finally:
             writer.close()
 

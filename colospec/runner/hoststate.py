@@ -31,6 +31,9 @@ class HostState:
     intent: str | None = None  # "take-over" | "drop" | "fence" while it is being done
     intent_epoch: int | None = None  # the epoch a failover in progress serves at once begun
     last_failover: dict[str, Any] | None = None
+    # The command line this host's QEMU started from: its own role's, or (after joining
+    # its peer) the secondary's; re-protection's colo-compare script depends on it.
+    layout: str = ""
 
     @classmethod
     def load(cls, run_dir: Path) -> HostState:
@@ -45,6 +48,7 @@ class HostState:
                 intent=raw.get("intent"),
                 intent_epoch=raw.get("intent_epoch"),
                 last_failover=raw.get("last_failover"),
+                layout=str(raw.get("layout", "")),
             )
         except (ValueError, TypeError):
             return cls()

@@ -14,6 +14,12 @@ What the rows protect, in this order:
    stream, stalled checkpoints, a deaf link) ends COLO on the primary, which is always safe:
    the primary keeps serving and its secondary stands down.
 
+Re-protection (README, Re-protection): a host serving alone copies its disk to a peer that
+asks to join (peer-joins: ALONE -> RESYNCING -> COLO, or back to ALONE on any failure); the
+joiner is JOINING until both say COLO, and never serves before. A primary SWITCHING has
+stopped its guest for a planned switchover: only its own QEMU's death and the secondary's
+announcement that it serves (peer-took-over) move it.
+
 Epochs: both hosts start at 0; a host that starts serving alone takes max(own, peer's) + 1
 and announces it before it acts. Two hosts that both serve alone compare (epoch, rank),
 rank 1 for the host that was COLO primary before: the lower one stops its QEMU.
@@ -36,6 +42,9 @@ class Phase(enum.Enum):
     WAITING_PEER = "waiting-peer"  # bring-up blocked on the peer (not protected)
     COLO = "colo"  # both QEMUs in COLO mode
     ALONE = "alone"  # serving without a partner (after a failover)
+    RESYNCING = "resyncing"  # serving alone, copying the disk to a peer that joins
+    JOINING = "joining"  # a fresh QEMU joining, as secondary, a peer that serves alone
+    SWITCHING = "switching"  # primary: guest stopped for a switchover, its secondary asked
     FENCED = "fenced"  # stood down: QEMU stopped because the peer serves
     FAILED = "failed"  # an error left this host without a defined part in the pair
     STOPPING = "stopping"  # operator's stop
@@ -50,6 +59,7 @@ class Act(enum.Enum):
     KILL_OWN = "kill-own"  # this host's QEMU is hung: kill it, then exit
     PAUSE = "pause"  # primary: stop the guest (reversibly) until the secondary's word
     EXIT = "exit"  # this host's QEMU is gone: tell the peer, exit
+    RESYNC = "resync"  # serving alone: copy the disk to the joining peer, start COLO
 
 
 # Where each action leaves the runner.
@@ -59,6 +69,7 @@ NEXT_PHASE = {
     Act.FENCE: Phase.FENCED,
     Act.KILL_OWN: Phase.FAILED,
     Act.EXIT: Phase.FAILED,
+    Act.RESYNC: Phase.RESYNCING,
 }
 
 
@@ -74,6 +85,8 @@ class PeerView:
     rank: int  # 1 if it was COLO primary when it started serving alone
     hears: tuple[str, ...]  # the heartbeat paths it hears this host on
     colo_error: bool = False  # its QEMU's COLO stream broke (it saw COLO_EXIT, reason error)
+    joining: bool = False  # it asks to join this host as its secondary (a fresh QEMU)
+    switchover: bool = False  # the primary stopped its guest for a planned role swap
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,9 @@ class Evidence:
     break_unwitnessed: bool
     paused: bool  # this runner paused its (primary) guest while it waits for that word
     pending_take_over: bool  # a takeover this host announced, interrupted before it began
+    # A drop this host recorded, cut short while its QEMU is still in COLO mode: the drop
+    # script's first commands (yank, the replication child's removal) leave COLO on.
+    pending_drop: bool
     probe: ProbeResult | None  # a recent probe of the peer's QEMU (None: none, or under way)
 
 
@@ -135,6 +151,13 @@ def _silent(e: Evidence) -> bool:
     return not e.heard
 
 
+def _joining(e: Evidence) -> bool:
+    return (
+        e.peer is not None and e.peer.joining and not e.peer.alone and e.peer.qemu != "dead"
+        and bool(e.heard) and not e.paused
+    )  # fmt: skip
+
+
 def _paths(e: Evidence) -> str:
     return ", ".join(e.paths)
 
@@ -143,7 +166,9 @@ def _peer(e: Evidence, key: str, value: object) -> bool:
     return e.peer is not None and getattr(e.peer, key) == value
 
 
-ACTIVE = frozenset({Phase.STARTING, Phase.WAITING_PEER, Phase.COLO, Phase.ALONE})
+ACTIVE = frozenset({Phase.STARTING, Phase.WAITING_PEER, Phase.COLO, Phase.ALONE,
+                    Phase.RESYNCING, Phase.JOINING, Phase.SWITCHING})  # fmt: skip
+SERVING_ALONE = frozenset({Phase.ALONE, Phase.RESYNCING})
 BOTH = frozenset({"primary", "secondary"})
 COLO = frozenset({Phase.COLO})
 P, S = frozenset({"primary"}), frozenset({"secondary"})
@@ -152,10 +177,15 @@ RULES: tuple[Rule, ...] = (
     # ----- this host's own QEMU, in every live phase
     Rule("own-qemu-gone", ACTIVE, BOTH, lambda e: e.own_qemu == "gone", Act.EXIT,
          lambda e: "this host's QEMU is gone"),
+    # Serving alone, no peer could take the guest over: killing it would only lose it.
+    Rule("own-qemu-hung-alone", SERVING_ALONE, BOTH, lambda e: e.own_qemu == "hung", Act.HOLD,
+         lambda e: "this host's QEMU stopped answering QMP, and no peer could serve the guest "
+                   "instead: waiting for it (an operator may kill it)"),
     Rule("own-qemu-hung", ACTIVE, BOTH, lambda e: e.own_qemu == "hung", Act.KILL_OWN,
          lambda e: "this host's QEMU stopped answering QMP: killing it so the peer can serve"),
     # ----- a peer that serves alone
-    Rule("peer-took-over", COLO, P, lambda e: _peer(e, "alone", True), Act.FENCE,
+    Rule("peer-took-over", frozenset({Phase.COLO, Phase.SWITCHING}), P,
+         lambda e: _peer(e, "alone", True), Act.FENCE,
          lambda e: f"the secondary serves alone (epoch {e.peer.epoch}): it took over while "
                    "this host was unreachable, so this host stops serving"),
     Rule("primary-dropped-us", COLO, S, lambda e: _peer(e, "alone", True), Act.FENCE,
@@ -164,7 +194,7 @@ RULES: tuple[Rule, ...] = (
          lambda e: "the primary's stream or replication child broke (it said so, or it happened "
                    "while no runner watched here): this secondary's disk may lack its writes, "
                    "so it can never take over"),
-    Rule("peer-serves-newer", frozenset({Phase.ALONE}), BOTH, peer_wins, Act.FENCE,
+    Rule("peer-serves-newer", SERVING_ALONE, BOTH, peer_wins, Act.FENCE,
          lambda e: f"both hosts serve alone; the peer's epoch {e.peer.epoch} "
                    f"(rank {e.peer.rank}) outranks this host's {e.epoch} (rank {e.rank})"),
     Rule("peer-serves-while-starting", frozenset({Phase.STARTING, Phase.WAITING_PEER}), BOTH,
@@ -177,11 +207,20 @@ RULES: tuple[Rule, ...] = (
     # ----- a takeover this host announced before its runner stopped: finish it
     Rule("resume-take-over", COLO, S, lambda e: e.pending_take_over, Act.TAKE_OVER,
          lambda e: "resuming the takeover this host announced before its runner stopped"),
+    Rule("resume-drop", COLO, P, lambda e: e.pending_drop, Act.DROP,
+         lambda e: "finishing the drop an earlier runner recorded: its first commands may "
+                   "have removed the replication child already, so the secondary may lack "
+                   "writes"),
     # ----- the peer's QEMU died, by its own runner's word
     Rule("peer-qemu-died", COLO, S, lambda e: _peer(e, "qemu", "dead"), Act.TAKE_OVER,
          lambda e: "the primary's runner reports its QEMU died"),
     Rule("peer-qemu-died", COLO, P, lambda e: _peer(e, "qemu", "dead"), Act.DROP,
          lambda e: "the secondary's runner reports its QEMU died"),
+    # ----- a planned switchover: the primary stopped its guest and asks this secondary to
+    # take over (`colospec switchover`); it stands down once this host announces it serves
+    Rule("switchover-requested", COLO, S,
+         lambda e: _peer(e, "switchover", True) and bool(e.heard), Act.TAKE_OVER,
+         lambda e: "the primary asks for a switchover (its guest is stopped)"),
     # ----- what this host's own QEMU reports (primary). A secondary's takeover breaks the
     # stream and its export too: drop only on the secondary's own word after the break
     # that it does not serve (it would have said alone, and peer-took-over fenced us).
@@ -249,6 +288,15 @@ RULES: tuple[Rule, ...] = (
                    "NIC is silent (README, Known limits) and it protects nothing"),
     Rule("stream-broken-primary-alive", COLO, S, lambda e: e.colo_exit_error, Act.HOLD,
          lambda e: "the COLO stream broke; waiting for the primary's next report"),
+    # ----- re-protection: a fresh QEMU asks to join the host that serves alone
+    Rule("joining-peer-newer", frozenset({Phase.ALONE}), BOTH,
+         lambda e: _joining(e) and e.peer.epoch > e.epoch, Act.HOLD,
+         lambda e: f"the peer asks to join, but it served at epoch {e.peer.epoch}, later than "
+                   f"this host's {e.epoch}: both served at once, and copying this disk over "
+                   "its would lose its writes; an operator decides (README, Re-protection)"),
+    Rule("peer-joins", frozenset({Phase.ALONE}), BOTH, _joining, Act.RESYNC,
+         lambda e: "the peer's fresh QEMU asks to join: copying this disk to it and starting "
+                   "COLO again"),
 )  # fmt: skip
 
 

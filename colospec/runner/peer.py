@@ -73,6 +73,10 @@ class PeerLink:
     def heard(self) -> tuple[str, ...]:
         return tuple(self.heartbeat.alive_paths())
 
+    def silent_for(self) -> float:
+        """Seconds since the peer was last heard on any path (inf: never)."""
+        return self.heartbeat.silence()
+
     def raw(self) -> dict[str, Any]:
         return self.heartbeat.peer.report
 
@@ -94,6 +98,8 @@ class PeerLink:
             rank=int(r.get("rank", 0)),
             hears=tuple(r.get("hears", ())),
             colo_error=bool(r.get("colo_error")),
+            joining=bool(r.get("join")) and r.get("phase") == "joining",
+            switchover=bool(r.get("switchover")),
         )
 
     def deaf_for(self) -> float:

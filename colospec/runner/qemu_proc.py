@@ -66,7 +66,16 @@ class QemuProcess:
     def adopt(self, pid: int) -> None:
         self._watch(pid)
 
+    def forget(self) -> None:
+        """After this QEMU exited: the next start() or adopt() begins afresh."""
+        if self.alive:
+            raise QemuProcessError(f"QEMU pid {self.pid} still runs")
+        self.pid, self._popen = None, None
+        self.exited = asyncio.Event()
+
     def _watch(self, pid: int) -> None:
+        if self.pid is not None:
+            self.forget()  # one process object, one QEMU at a time
         self.pid = pid
         self._pidfd = os.pidfd_open(pid)
         asyncio.get_running_loop().add_reader(self._pidfd, self._on_exit)

@@ -31,7 +31,18 @@ COMMAND_TIMEOUT_S = 30
 PING_EVERY_S = 1.0
 HUNG_AFTER_S = 5.0
 # Events after which the watch loop looks again at once instead of at its next tick.
-WAKE_EVENTS = {"COLO_EXIT", "SHUTDOWN", "STOP", "RESUME", "QUORUM_REPORT_BAD", "BLOCK_IO_ERROR"}
+WAKE_EVENTS = {
+    "COLO_EXIT",
+    "SHUTDOWN",
+    "STOP",
+    "RESUME",
+    "QUORUM_REPORT_BAD",
+    "BLOCK_IO_ERROR",
+    "BLOCK_JOB_READY",
+    "BLOCK_JOB_COMPLETED",
+    "BLOCK_JOB_CANCELLED",
+    "BLOCK_JOB_ERROR",
+}
 QUIET_EVENTS = {"STOP", "RESUME"}  # one pair per checkpoint: only --verbose shows them
 
 
@@ -50,9 +61,11 @@ class QemuSession:
         self.colo_exit_at: float | None = None
         self.replication_error: str | None = None
         self.replication_error_at: float | None = None
+        self.job_events: dict[str, dict[str, Any]] = {}  # block job id -> its latest event
         self.last_answer = time.monotonic()
         self._asking = 0  # commands in flight
         self._tasks: list[asyncio.Task] = []
+        self._listener: EventListener | None = None
 
     # ----- connection --------------------------------------------------------------------
 
@@ -67,7 +80,7 @@ class QemuSession:
                     raise RunError(f"cannot reach QEMU's QMP socket {self.socket}: {exc}") from None
                 await asyncio.sleep(CONNECT_RETRY_S)
         self.last_answer = time.monotonic()
-        events = EventListener()
+        events = self._listener = EventListener()
         self.qmp.register_listener(events)
         self._tasks = [
             asyncio.create_task(self._read_events(events), name="qmp-events"),
@@ -77,6 +90,9 @@ class QemuSession:
     async def disconnect(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._listener is not None:
+            self.qmp.remove_listener(self._listener)  # a reconnect registers a new one
+            self._listener = None
         with contextlib.suppress(Exception):
             await self.qmp.disconnect()
 
@@ -85,13 +101,20 @@ class QemuSession:
         return self.qmp.runstate.name == "RUNNING"
 
     async def execute(
-        self, name: str, arguments: dict | None = None, timeout: float = COMMAND_TIMEOUT_S
+        self,
+        name: str,
+        arguments: dict | None = None,
+        timeout: float = COMMAND_TIMEOUT_S,
+        *,
+        oob: bool = False,
     ) -> Any:
+        """One QMP command; oob: out of band, answered even while QEMU's main loop is
+        blocked (for yank; qemu.qmp enables OOB when QEMU offers it)."""
         t0 = time.monotonic()
         log.debug("QMP -> %s %s", name, arguments or "")
         self._asking += 1
         try:
-            result = await asyncio.wait_for(self.qmp.execute(name, arguments), timeout)
+            result = await asyncio.wait_for(self.qmp.execute(name, arguments, oob=oob), timeout)
         except ExecuteError as exc:
             self.last_answer = time.monotonic()  # an error is an answer
             raise RunError(f"QMP {name} failed: {exc.error_class}: {exc}") from None
@@ -141,6 +164,8 @@ class QemuSession:
                     self.on_event()
 
     def _note(self, name: str, data: dict[str, Any]) -> None:
+        if name.startswith("BLOCK_JOB_") and "device" in data:
+            self.job_events[data["device"]] = {"event": name, **data}
         if name == "RESUME" and self.in_colo:
             self.checkpoints += 1  # each checkpoint stops and resumes the VM
             self.last_checkpoint = time.monotonic()

@@ -17,6 +17,8 @@ from typing import Any
 from colospec.runner import control
 from colospec.runner.artifacts import HostArtifacts
 from colospec.runner.disks import image_size, prepare_disks
+from colospec.runner.diskstate import DiskState
+from colospec.runner.diskstate import compare as compare_disks
 from colospec.runner.errors import RunError
 from colospec.runner.machine import Phase
 from colospec.runner.peer import PeerLink
@@ -31,10 +33,20 @@ INDEPENDENT = {"check-qemu", "prepare-disks", "prepare-network"}
 WAIT_LOG_EVERY_S = 10
 PEER_WAIT_S = 1.0  # longest sleep between looks at the peer's reports
 POLL_S = 0.01  # QMP polls while waiting for QEMU itself
+# Re-protection outlasts a heartbeat budget: a peer silent this long has left it.
+JOIN_SILENCE_S = 5.0
 
 
 class PeerServes(RunError):
     """The peer serves the guest alone: this host stands down instead of starting."""
+
+
+class JoinFailed(RunError):
+    """Joining the peer that serves alone failed; this host's QEMU never served."""
+
+
+# The serving peer's re-protection stages (resync.py), in order.
+RESYNC_STAGES = ("channels", "export", "mirror", "channels-connected", "attach", "colo")
 
 
 class BringUp:
@@ -47,8 +59,18 @@ class BringUp:
         attach: bool,
         set_phase: Callable[[Phase], None],
         stopping: Callable[[], bool],
+        join_token: str | None = None,
+        steps: list[dict] | None = None,
+        disk: DiskState | None = None,
     ):
+        """join_token: run plan.json's rejoin steps, joining the peer that serves alone.
+        steps: other steps than the plan's bring-up (serve-alone). disk: this host's disk
+        state, compared with the peer's before a normal bring-up goes on."""
         self.arts, self.plan, self.qemu, self.peer = arts, arts.plan, qemu, peer
+        self.join_token, self.disk = join_token, disk
+        if steps is None:
+            steps = arts.plan["rejoin"]["steps"] if join_token else arts.plan["steps"]
+        self.steps = steps
         self.attach, self.set_phase, self.stopping = attach, set_phase, stopping
         self.done: list[str] = []
         self.created_links: list[str] | None = None
@@ -61,6 +83,7 @@ class BringUp:
             "connect-qmp": self._connect_qmp,
             "qmp": self._qmp,
             "wait-peer": self._wait_peer,
+            "wait-resync": self._wait_resync,
             "probe-peer": self._probe_peer,
             "wait-chardevs": self._wait_chardevs,
             "wait-colo": self._wait_colo,
@@ -68,7 +91,7 @@ class BringUp:
 
     async def run(self) -> None:
         todo = [
-            s for s in self.plan["steps"]
+            s for s in self.steps
             if s["id"] not in self.done and s["kind"] != "watch"
             and not (self.attach and s["kind"] in UNIT_STEPS)
         ]  # fmt: skip
@@ -82,6 +105,7 @@ class BringUp:
         self.done = list(through)
 
     async def _run_step(self, step: dict) -> None:
+        await self._check()  # a peer that serves alone ends bring-up before any step
         t0 = time.monotonic()
         detail = await self._kinds[step["kind"]](step)
         log.info("step %s: %s (%.0f ms)", step["id"], detail or "done", elapsed_ms(t0))
@@ -109,8 +133,12 @@ class BringUp:
         return f"{q['binary']} {version} {how}"
 
     async def _prepare_disks(self, step: dict) -> str:
-        self.image_size = await asyncio.to_thread(prepare_disks, self.plan["disks"])
-        scratch = self.plan["disks"]["scratch"]
+        disks = {
+            "rejoin": self.plan.get("rejoin", {}).get("disks"),
+            "alone": {"base": self.plan["disks"]["base"], "scratch": None},
+        }.get(step.get("disks"), self.plan["disks"])
+        self.image_size = await asyncio.to_thread(prepare_disks, disks)
+        scratch = disks["scratch"]
         made = f", created {scratch['active']} and {scratch['hidden']}" if scratch else ""
         return f"base image {self.image_size} bytes{made}"
 
@@ -126,8 +154,9 @@ class BringUp:
         # unit gets the same from its EnvironmentFile=).
         extra = self.plan["qemu"].get("env")
         env = {**os.environ, **extra} if extra else None
-        pid = self.qemu.process.start(self.arts.qemu_argv, env=env)
-        return f"pid {pid}"
+        args_file = step.get("args_file", self.plan["qemu"]["args_file"])
+        pid = self.qemu.process.start(self.arts.argv(args_file), env=env)
+        return f"pid {pid} ({args_file})"
 
     # ----- QMP --------------------------------------------------------------------------
 
@@ -172,6 +201,25 @@ class BringUp:
             )
         return f"{name} finished {want}; both images {peer_size} bytes"
 
+    async def _wait_resync(self, step: dict) -> str:
+        """Joining: the serving peer has reached this stage of re-protection for us."""
+        want = RESYNC_STAGES.index(step["stage"])
+        self.set_phase(Phase.JOINING)
+        while True:
+            await self._check()
+            stage = self._resync_stage()
+            if stage is not None and RESYNC_STAGES.index(stage) >= want:
+                return f"{self.peer.name} re-protects: {stage}"
+            await self.peer.heartbeat.changed(PEER_WAIT_S)
+
+    def _resync_stage(self) -> str | None:
+        r = self.peer.raw().get("resync") or {}
+        if r.get("for") != self.join_token:
+            return None
+        if r.get("stage") == "failed":
+            raise JoinFailed(f"{self.peer.name} rolled its re-protection back")
+        return r.get("stage") if r.get("stage") in RESYNC_STAGES else None
+
     async def _probe_peer(self, step: dict) -> str:
         """The peer's QEMU port must answer now: failover decisions rely on it later."""
         result = await self.peer.probe_now()
@@ -202,11 +250,15 @@ class BringUp:
             await asyncio.sleep(POLL_S)
 
     async def _wait_colo(self, step: dict) -> str:
-        self.set_phase(Phase.WAITING_PEER)
+        self.set_phase(Phase.JOINING if self.join_token else Phase.WAITING_PEER)
         while True:
             await self._check()
             mode = (await self.qemu.execute("query-colo-status"))["mode"]
-            if mode == step["mode"]:
+            # Joining: COLO counts once the peer says so too; until then it reports serving
+            # alone, and this secondary would take that for having been dropped.
+            view = self.peer.view()
+            peer_in_colo = view is not None and not view.alone and view.colo == "primary"
+            if mode == step["mode"] and (not self.join_token or peer_in_colo):
                 self.qemu.colo_started()
                 return f"COLO mode {mode}"
             await asyncio.sleep(POLL_S)
@@ -219,11 +271,26 @@ class BringUp:
             self.peer.report(urgent=True, qemu="dead")
             raise RunError(f"QEMU exited ({process.exit_status()}) during bring-up")
         view = self.peer.view()
+        if self.join_token:
+            self._check_joining(view)
+            return
         if view is not None and view.alone:
             raise PeerServes(
                 f"{self.peer.name} serves the guest alone (epoch {view.epoch}): this host must "
                 "not start a second one"
             )
+        if self.disk is not None and "disk" in self.peer.raw():
+            # Before COLO could copy one disk's gaps onto the other (README, Re-protection).
+            compare_disks(self.disk, self.peer.raw()["disk"], self.peer.name)
+
+    def _check_joining(self, view) -> None:
+        self._resync_stage()  # raises once the peer rolled back
+        if self.peer.silent_for() > JOIN_SILENCE_S:
+            raise JoinFailed(f"{self.peer.name} went silent")
+        if view is None or view.qemu == "dead":
+            raise JoinFailed(f"{self.peer.name}'s QEMU is gone")
+        if not view.alone and view.colo != "primary":
+            raise JoinFailed(f"{self.peer.name} no longer serves alone ({view.role})")
 
 
 def run_network(action: str, *args: Any) -> Any:

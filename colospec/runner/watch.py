@@ -9,17 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from colospec.runner.artifacts import HostArtifacts
+from colospec.runner.diskstate import DiskState
 from colospec.runner.errors import EXIT_FENCED, EXIT_QEMU_GONE, RunError
 from colospec.runner.hoststate import StateStore
-from colospec.runner.machine import Act, Decision, Evidence, Phase, decide, protected
+from colospec.runner.machine import (
+    SERVING_ALONE,
+    Act,
+    Decision,
+    Evidence,
+    Phase,
+    decide,
+    protected,
+)
 from colospec.runner.peer import PeerLink
 from colospec.runner.qemu_session import QemuSession
+from colospec.runner.resync import Resync, ResyncFailed
 from colospec.runner.sdnotify import sd_notify
 from colospec.runner.silence import Sample, SilenceWatch, read_counters
 from colospec.runner.steps import elapsed_ms
@@ -55,6 +67,7 @@ class Watcher:
     ):
         self.arts, self.plan, self.qemu, self.peer, self.store = arts, arts.plan, qemu, peer, store
         self.wake, self.stopping = wake, stopping
+        self.state_dir = Path(self.plan["state_dir"])
         self.budget = peer.budget
         self.interval = peer.interval
         delay = self.plan["watch"]["checkpoint_delay_ms"] / 1000
@@ -68,6 +81,10 @@ class Watcher:
         # secondary's disk may lack its writes, whatever the primary does next.
         self.peer_broke = False
         self.lock = asyncio.Lock()
+        self._resync: asyncio.Task | None = None
+        self._refused_join: str | None = None  # a join token whose re-protection failed
+        self.unsaved_disk: DiskState | None = None  # a disk.json write that failed
+        self.last_resync: dict[str, Any] | None = None
         self.started = self.last_tick = self.stall_at = time.monotonic()
         self._last_hold = ""
 
@@ -81,13 +98,19 @@ class Watcher:
         self.stall_at = self.started if look_first else self.started - self.budget
         if st.intent in ("take-over", "drop"):
             await self._resume_failover(st.intent)
-        if self.output and st.role == "primary":
-            self._sampler = asyncio.create_task(self._sample_output(), name="silence")
+        self._start_sampler()
         try:
             return await self._loop()
         finally:
-            if self._sampler:
-                self._sampler.cancel()
+            for task in (self._sampler, self._resync):
+                if task:
+                    task.cancel()
+
+    def _start_sampler(self) -> None:
+        st = self.store.state
+        if self.output and st.role == "primary" and st.phase is Phase.COLO:
+            self.silence = SilenceWatch(self.silence.window_s)
+            self._sampler = asyncio.create_task(self._sample_output(), name="silence")
 
     async def _loop(self) -> int:
         while True:
@@ -100,6 +123,8 @@ class Watcher:
                 )
                 self.stall_at = now
             self.last_tick = now
+            if self.unsaved_disk is not None:
+                self._disk(self.unsaved_disk)
             self.peer.maybe_probe(urgent=self._probe_owed())
             evidence = self.evidence(now)
             self.publish(evidence)
@@ -112,8 +137,9 @@ class Watcher:
                 await asyncio.wait_for(self.wake.wait(), self.interval / 2)
 
     async def _resume_failover(self, intent: str) -> None:
-        """Finish a failover an earlier runner began (its QEMU has left COLO); one that
-        never began is forgotten, and the rule table decides afresh after a look."""
+        """Finish a failover an earlier runner began (its QEMU has left COLO) at once; one
+        still in COLO mode is resumed by the rule table after a look (resume-take-over,
+        resume-drop), unless the peer serves by then."""
         mode = (await self.qemu.execute("query-colo-status"))["mode"]
         if mode == "none":
             act = Act.TAKE_OVER if intent == "take-over" else Act.DROP
@@ -125,9 +151,10 @@ class Watcher:
             log.warning("the take-over an earlier runner announced never began: resuming it "
                         "after a look")  # fmt: skip
             return
-        log.warning("the drop an earlier runner recorded never began (COLO mode %s): "
-                    "deciding afresh", mode)  # fmt: skip
-        self.store.update(intent=None, intent_epoch=None)
+        # COLO mode says nothing here: the drop script's first commands (yank, removing the
+        # replication child) are irreversible and leave it on. Finished after a look.
+        log.warning("the drop an earlier runner recorded may have begun (COLO mode %s): "
+                    "finishing it after a look", mode)  # fmt: skip
 
     async def _sample_output(self) -> None:
         tap, out = self.plan["network"]["tap"], self.output
@@ -158,6 +185,8 @@ class Watcher:
         st, q = self.store.state, self.qemu
         own = "gone" if not q.process.alive else ("hung" if q.hung() else "running")
         view = self.peer.view()
+        if view is not None and view.joining and self.peer.raw().get("join") == self._refused_join:
+            view = dataclasses.replace(view, joining=False)  # it retries with a new token
         in_colo = st.phase is Phase.COLO
         broken = in_colo and q.colo_exit_error
         if in_colo and st.role == "secondary" and view is not None and view.colo_error:
@@ -167,7 +196,7 @@ class Watcher:
         )
         return Evidence(
             phase=st.phase,
-            role="primary" if st.phase is Phase.ALONE else st.role,
+            role="primary" if st.phase in SERVING_ALONE else st.role,
             epoch=st.epoch,
             rank=st.rank,
             own_qemu=own,
@@ -184,6 +213,7 @@ class Watcher:
             peer=view,
             stale=st.role == "secondary" and (self.adopted_broken or self.peer_broke),
             pending_take_over=st.intent == "take-over",
+            pending_drop=st.intent == "drop",
             peer_fresh=self.peer.reported_since(q.broke_at()),
             break_unwitnessed=not self._witnessed(q.broke_at()),
             paused=self.paused,
@@ -200,13 +230,14 @@ class Watcher:
 
     def publish(self, e: Evidence) -> None:
         """This host's view, for the peer's decisions and for `status`."""
-        colo = {Phase.COLO: e.role, Phase.ALONE: "none"}.get(e.phase)
+        colo = {Phase.COLO: e.role, Phase.SWITCHING: e.role, Phase.ALONE: "none",
+                Phase.RESYNCING: "none"}.get(e.phase)  # fmt: skip
         self.peer.report(
             qemu="running" if e.own_qemu != "gone" else "dead",
             role=e.role,
             phase=e.phase.value,
             colo=colo,
-            alone=e.phase is Phase.ALONE,
+            alone=e.phase in SERVING_ALONE,
             epoch=e.epoch,
             rank=e.rank,
             # Either break makes the secondary's disk stale: it must know at once.
@@ -227,6 +258,11 @@ class Watcher:
             return None
         log.warning("decision %s (%s): %s", d.act.value, d.rule, d.reason)
         self._last_hold = ""
+        if d.act is Act.RESYNC:
+            self._start_resync(d.reason)
+            return None
+        if self._resync and not self._resync.done():
+            self._resync.cancel()  # what follows (a fence, an exit) ends this QEMU's part
         if d.act is Act.EXIT:
             self.peer.report(urgent=True, qemu="dead")
             log.error("nothing left to protect here (%s)", self.qemu.process.exit_status())
@@ -247,10 +283,67 @@ class Watcher:
         self.last_tick = time.monotonic()
         return None
 
+    def _disk(self, disk: DiskState) -> None:
+        """Record which epoch this disk belongs to. A failover or a fence never waits on
+        it: failing to write it is logged, reported and retried on every tick."""
+        self.peer.report(urgent=True, disk=disk.report())
+        try:
+            disk.save(self.state_dir)
+        except OSError as exc:
+            if self.unsaved_disk is None:
+                log.error("cannot record this disk's epoch in %s (%s): after a restart of "
+                          "both hosts neither could tell which disk is current; retrying",
+                          self.state_dir, exc)  # fmt: skip
+            self.unsaved_disk = disk
+            return
+        if self.unsaved_disk is not None:
+            log.warning("recorded this disk's epoch in %s at last", self.state_dir)
+        self.unsaved_disk = None
+
+    # ----- re-protection ------------------------------------------------------------------
+
+    def _start_resync(self, reason: str) -> None:
+        token = str(self.peer.raw().get("join"))
+        layout = self.store.state.layout or self.plan.get("layout", self.store.state.role)
+        self.store.update(phase=Phase.RESYNCING)
+        sd_notify(STATUS=f"re-protecting: {reason}")
+        work = Resync(self.arts, self.qemu, self.peer, token=token, layout=layout)
+        self._resync = asyncio.create_task(self._resync_then_colo(work), name="resync")
+
+    async def _resync_then_colo(self, work: Resync) -> None:
+        t0 = time.monotonic()
+        try:
+            timings = await work.run()
+        except Exception as exc:  # ResyncFailed, or an artifact that cannot be read
+            if not isinstance(exc, ResyncFailed):
+                log.error("re-protection: %s", exc)
+                await work.rollback()
+            log.error("%s", exc)
+            self._refused_join = work.token
+            self.store.update(phase=Phase.ALONE)
+            self.peer.report(urgent=True, phase=Phase.ALONE.value, resync={
+                "for": work.token, "stage": "failed"})  # fmt: skip
+            self.wake.set()
+            return
+        self.qemu.colo_started()
+        self.peer_broke = self.adopted_broken = False
+        self.store.update(phase=Phase.COLO, role="primary", layout=work.layout)
+        self.last_resync = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                            "took_ms": round(elapsed_ms(t0), 1), "stages_ms": timings}  # fmt: skip
+        self.peer.report(urgent=True, phase=Phase.COLO.value, alone=False, colo="primary",
+                         role="primary", resync={"for": work.token, "stage": "done"})  # fmt: skip
+        sd_notify(STATUS="primary, colo (re-protected)")
+        log.warning("re-protected: COLO runs again with %s as secondary (%.0f ms; %s)",
+                    self.peer.name, elapsed_ms(t0), timings)  # fmt: skip
+        self._start_sampler()
+        self.wake.set()
+
     async def fence(self, reason: str) -> int:
         """Stop this host's guest for good: the peer serves it. EXIT_QEMU_GONE if the guest
         had already died (the peer's news came first), else EXIT_FENCED."""
         self.store.update(intent="fence")
+        # The peer serves on without this host: its disk will lack those writes.
+        self._disk(DiskState(self.store.state.epoch, stale=True))
         already_gone = False
         try:
             await self.qemu.execute("stop", timeout=2)  # output stops at once, then quit
@@ -291,6 +384,7 @@ class Watcher:
             if kind == "take-over":
                 # Announced first: a primary that was only unreachable stops serving.
                 self.peer.report(urgent=True, alone=True, epoch=epoch, rank=rank, role="primary")
+            self._disk(DiskState(epoch))  # from now on this disk takes writes at this epoch
             how = self.plan["failover"]["as_primary" if was == "primary" else "as_secondary"]
             log.warning("FAILOVER as %s (epoch %d): %s — running %s", was, epoch, reason,
                         how["script"])  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from colospec.flavors.colo import argv, ids, qmp
+from colospec.flavors.colo import argv, ids, qmp, rejoin
 from colospec.model import FlavorNames, Host, Pair
 from colospec.render import plan, qemu_argv
 from colospec.render.qmp import Command
@@ -26,7 +26,8 @@ class ColoFlavor:
         return qemu_argv.args_file(args)
 
     def qmp_scripts(self, pair: Pair, host: Host) -> dict[str, list[Command]]:
-        return qmp.qmp_scripts(pair, host)
+        syntax = known_syntax(pair.qemu.version)
+        return {**qmp.qmp_scripts(pair, host), **rejoin.qmp_scripts(pair, host, syntax)}
 
     def plan(self, pair: Pair, host: Host, scripts: dict[str, list[Command]]) -> dict[str, Any]:
         syntax, lay = known_syntax(pair.qemu.version), pair.layout(host)
@@ -41,22 +42,32 @@ class ColoFlavor:
         # packets would reach only the primary.
         chardevs = [ids.MIRROR, ids.SECONDARY_OUTPUT]
         before_start = [plan.step("peer-channels", "wait-chardevs", chardevs=chardevs)]
-        return plan.host_plan(
-            pair,
-            host,
-            qemu={"console_log": lay.console_log},
-            requires=plan.requires(syntax.required_commands, syntax.required_qom_types),
-            network={},
-            watch=plan.watch_section(
+        return {
+            **plan.host_plan(
                 pair,
                 host,
-                pair.replication.checkpoint_delay_ms,
-                output if host.role == "primary" else None,
+                qemu={"console_log": lay.console_log},
+                # Every command of every script, re-protection's too: checked before start.
+                requires=plan.requires(
+                    {
+                        *syntax.required_commands,
+                        *(c["execute"] for cs in scripts.values() for c in cs),
+                    },
+                    syntax.required_qom_types,
+                ),
+                network={},
+                watch=plan.watch_section(
+                    pair,
+                    host,
+                    pair.replication.checkpoint_delay_ms,
+                    output if host.role == "primary" else None,
+                ),
+                steps=plan.bring_up_steps(
+                    host, before_qemu=before_qemu, before_start_colo=before_start
+                ),
             ),
-            steps=plan.bring_up_steps(
-                host, before_qemu=before_qemu, before_start_colo=before_start
-            ),
-        )
+            **rejoin.plan_sections(pair, host),
+        }
 
     def network_script(self, pair: Pair, host: Host) -> str:
         return render_tc_script(pair, host)
@@ -65,7 +76,10 @@ class ColoFlavor:
         return FlavorUnits()
 
     def host_files(self, pair: Pair, host: Host) -> dict[str, str]:
-        return {}
+        # The other layout's command line, for a failover's aftermath (rejoin.py).
+        other = rejoin.other_layout(host)
+        args = qemu_argv.args_file(argv.qemu_argv(pair, host, other))
+        return {rejoin.args_file(other, host): args}
 
     def pair_files(self, pair: Pair) -> dict[str, str]:
         return {}

@@ -33,9 +33,12 @@ SERVER = {"server": True, "wait": False}  # listens, and never waits for its cli
 VNC_DEVICES = ["-device", "VGA", "-device", "piix3-usb-uhci", "-device", "usb-tablet"]
 
 
-def qemu_argv(pair: Pair, host: Host) -> list[str]:
-    """The complete argv, binary first, including qemu.extra_args."""
-    role = primary_args if host.role == "primary" else secondary_args
+def qemu_argv(pair: Pair, host: Host, layout: str | None = None) -> list[str]:
+    """The complete argv, binary first, including qemu.extra_args. layout: the role this
+    host's QEMU starts in (default: its role in the spec); after a failover either host
+    may start in either (README, "Re-protection")."""
+    layout = layout or host.role
+    role = primary_args if layout == "primary" else secondary_args
     return [pair.qemu.binary, *_common(pair, host), *role(pair, host), *pair.qemu.extra_args]
 
 
@@ -105,7 +108,7 @@ def _chardev(id_: str, where: dict[str, Any], listens: bool) -> list[str]:
 
 
 def secondary_args(pair: Pair, host: Host) -> list[str]:
-    primary, ports, lay = pair.primary, pair.replication.ports, pair.layout(host)
+    primary, ports, lay = pair.peer_of(host), pair.replication.ports, pair.layout(host)
     reconnect = dict([known_syntax(pair.qemu.version).chardev_reconnect])
     replication = {
         "if": "none",
@@ -126,7 +129,7 @@ def secondary_args(pair: Pair, host: Host) -> list[str]:
             {"host": primary.address, "port": ports.mirror, **reconnect},
             {"host": primary.address, "port": ports.compare, **reconnect},
         ),
-        *net_filter(pair, "filter-rewriter", "rew0", queue="all"),
+        *net_filter(pair, "filter-rewriter", ids.REWRITER, queue="all"),
         *opt("-drive", None, {**base, "file.filename": host.image, "driver": pair.vm.disk.format}),
         *opt("-drive", None, replication),
         *quorum(pair, {"children.0": ids.SECONDARY_CHILD_ID}),

@@ -9,3 +9,4 @@ REPLICATION_NODE = "replication0"  # primary: the replication child, added over 
 # the client packets leaves on MIRROR; the secondary's output arrives on SECONDARY_OUTPUT.
 MIRROR = "mirror0"
 SECONDARY_OUTPUT = "compare1"
+REWRITER = "rew0"  # secondary layout: filter-rewriter on the guest's netdev (only there)

@@ -93,4 +93,10 @@ def failover_as_secondary(pair: Pair, host: Host) -> list[Command]:
         socket = {"addr": addr, "server": listens, **({"wait": False} if listens else {})}
         return command("chardev-add", {"id": id_, "backend": {"type": "socket", "data": socket}})
 
-    return [*takeover_as_secondary(), *(chardev(*c) for c in compare_channels(pair, host))]
+    return [
+        *takeover_as_secondary(),
+        *(chardev(*c) for c in compare_channels(pair, host)),
+        # takeover_as_secondary stopped the export: the same port answers again, without
+        # exports, so that a joining peer's probe can tell this QEMU lives.
+        *liveness_beacon(pair, host),
+    ]
