@@ -166,7 +166,9 @@ def report(version: str) -> dict[str, Any]:
             if name in socket
         },
         "migrate arguments": sorted(command_args(s, "migrate")),
-        "deprecated": {c: d for c in (*REQUIRED_COMMANDS, *ALSO_WATCHED) if (d := deprecated_below(s, c))},
+        "deprecated": {
+            c: d for c in (*REQUIRED_COMMANDS, *ALSO_WATCHED) if (d := deprecated_below(s, c))
+        },
         "probes rejected": {
             label: problems for label, cmd in PROBES.items() if (problems := s.check(cmd))
         },
