@@ -9,7 +9,7 @@ and migrates.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from colospec import __version__
@@ -34,8 +34,9 @@ def host_plan(
     network: dict[str, Any],
     watch: dict[str, Any],
     steps: list[Step],
+    units: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One host's plan; qemu and network: what the flavour adds to those sections."""
+    """One host's plan; qemu, network and units: what the flavour adds to those sections."""
     return {
         **header(pair, host),
         "qemu": {
@@ -50,7 +51,7 @@ def host_plan(
         "watch": watch,
         "steps": steps,
         "failover": failover_section(),
-        "units": units_section(pair, host),
+        "units": {**units_section(pair, host), **(units or {})},
         # Durable (a reboot keeps it): the failover epoch this host's disk belongs to.
         "state_dir": pair.layout(host).state_dir,
     }
@@ -208,6 +209,9 @@ def failover_section() -> dict[str, Any]:
     }
 
 
-def units_section(pair: Pair, host: Host) -> dict[str, str]:
+def units_section(pair: Pair, host: Host) -> dict[str, str | None]:
     lay = pair.layout(host)
-    return {"target": lay.unit(), "qemu": lay.unit("qemu"), "runner": lay.unit("runner")}
+    # qemu_join: the unit that starts QEMU to join a peer serving alone (None: the flavour
+    # has no re-protection).
+    return {"target": lay.unit(), "qemu": lay.unit("qemu"), "runner": lay.unit("runner"),
+            "qemu_join": None}  # fmt: skip

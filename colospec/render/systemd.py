@@ -43,6 +43,9 @@ class FlavorUnits:
     # QEMU's devices and peers narrowed to what QEMU itself opens and talks to; not where a
     # library linked into QEMU has devices and peers of its own (vm-ft's RDMA-Paxos).
     qemu_confined: bool = True
+    # The host's secondary-layout command line, for a unit that joins a peer serving alone
+    # (re-protection); empty: the flavour has no re-protection.
+    join_argv: tuple[str, ...] = ()
 
 
 @dataclass
@@ -67,11 +70,12 @@ def render_units(
     lay, env_file = pair.layout(host), flavor.qemu_env_file
     colospec = pair.runtime.colospec
     scratch_dir = posixpath.dirname(lay.active_disk) if host.role == "secondary" else None
+    parts = ("disks", "network", "qemu", "runner") + (("qemu-join",) if flavor.join_argv else ())
     ctx = {
         "pair": pair,
         "host": host,
         "lay": lay,
-        "units": {p: lay.unit(p) for p in ("disks", "network", "qemu", "runner")},
+        "units": {p.replace("-", "_"): lay.unit(p) for p in parts},
         "qemu_argv": qemu_argv,
         "disks_argv": [colospec, "prepare", "disks", lay.installed_dir],
         # Before the sandbox: ReadWritePaths= needs the directory to exist.
@@ -81,6 +85,11 @@ def render_units(
         "network_up_argv": [colospec, "prepare", "network", lay.installed_dir],
         "network_down_argv": [colospec, "cleanup", "network", lay.installed_dir],
         "runner_argv": [colospec, "run", "--attach", lay.installed_dir],
+        "join_argv": list(flavor.join_argv),
+        "join_mkdir_argv": ["/bin/mkdir", "-p", "-m", "0700", posixpath.dirname(lay.active_disk)],
+        "join_disks_argv": [colospec, "prepare", "disks", "--join", lay.installed_dir],
+        # Exists while the joining QEMU's unit runs; the pair's QEMU unit does not start then.
+        "joining_flag": posixpath.join(lay.run_dir, "joining"),
         "state_mkdir_argv": ["/bin/mkdir", "-p", "-m", "0700", lay.state_dir],
         "run_dir_rel": lay.run_dir.removeprefix("/run/"),
         "qemu_env_file": f"{lay.installed_dir}/{env_file}" if env_file else None,
@@ -89,7 +98,9 @@ def render_units(
     units = {f"systemd/{lay.unit()}": render_template("systemd/pair.target.j2", **ctx)}
     for part, sb in sandboxes_for(pair, host, flavor).items():
         template = flavor.templates.get(part, f"systemd/{part}.service.j2")
-        units[f"systemd/{lay.unit(part)}"] = render_template(template, **ctx, sb=sb)
+        units[f"systemd/{lay.unit(part)}"] = render_template(
+            template, **ctx, sb=sb, is_join=part == "qemu-join"
+        )
     return units
 
 
@@ -142,6 +153,19 @@ def sandboxes_for(pair: Pair, host: Host, flavor: FlavorUnits) -> dict[str, Sand
         qemu.ip_allow = " ".join(["localhost", peer.address])
     else:
         qemu.private_devices, qemu.bind_devices, qemu.device_allow = False, "", []
+    join = None
+    if flavor.join_argv:
+        # The scratch directory, not its files: `prepare disks --join` creates them, and
+        # ReadWritePaths= skips a path missing when the unit starts.
+        join = _sandbox(
+            reads=[*qemu_reads, *colospec, *artifacts],
+            writes=[host.image, posixpath.dirname(lay.active_disk)],
+            read_only=artifacts,
+            inaccessible=key,
+            devices=[*qemu_devices, *[(p, "rw") for p, _ in image_device]],
+        )
+        join.bind_service, join.ip_allow = qemu.bind_service, qemu.ip_allow
+        join.home_read_only = True  # colospec's Python, for its scratch disks
     runner = _sandbox(
         reads=[*colospec, *artifacts, *key, host.image, pair.qemu.binary],
         writes=[lay.state_dir],
@@ -151,7 +175,8 @@ def sandboxes_for(pair: Pair, host: Host, flavor: FlavorUnits) -> dict[str, Sand
     runner.home_read_only = True
     runner.bind_service = ports.heartbeat < PRIVILEGED_PORTS
     runner.ip_allow = " ".join(peer_addresses)
-    return {"disks": disks, "network": network, "qemu": qemu, "runner": runner}
+    sandboxes = {"disks": disks, "network": network, "qemu": qemu, "runner": runner}
+    return sandboxes | ({"qemu-join": join} if join else {})
 
 
 def _sandbox(

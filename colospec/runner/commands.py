@@ -96,7 +96,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     arts = _load(args)
     if args.what == "disks":
-        size = prepare_disks(arts.plan["disks"])
+        rejoin = arts.plan.get("rejoin")
+        if args.join and rejoin is None:
+            print("colospec prepare: error: this plan has no re-protection (--join)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        size = prepare_disks(rejoin["disks"] if args.join else arts.plan["disks"])
         log.info("disks ready: base image %d bytes", size)
     else:
         created = network_up(arts.plan["network"])
@@ -388,6 +393,11 @@ def add_runner_commands(sub: argparse._SubParsersAction, command) -> None:
         _SIMPLE_EXIT_CODES,
     )
     p.add_argument("what", choices=["disks", "network"])
+    p.add_argument(
+        "--join",
+        action="store_true",
+        help="disks: for this host's secondary layout, joining a peer that serves alone",
+    )
     host_dir(p)
     p.set_defaults(func=cmd_prepare)
 

@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,12 @@ class Runner:
         never_served = self.started_qemu and self.store.state.phase in (
             Phase.STARTING, Phase.WAITING_PEER, Phase.JOINING
         )  # fmt: skip
-        if never_served:
+        if never_served and self.attach and self.store.state.phase is Phase.JOINING:
+            unit = self.plan["units"]["qemu_join"]
+            log.info("stopping %s: its QEMU never served", unit)
+            await asyncio.to_thread(subprocess.run, ["systemctl", "stop", unit],
+                                    capture_output=True, timeout=60, check=False)  # fmt: skip
+        elif never_served:
             await self._stop_qemu()
             await self._network_down()
         elif self.qemu.process.alive:
@@ -189,16 +195,13 @@ class Runner:
         """Start a fresh QEMU in this host's secondary layout and let the serving peer copy
         its disk to it and start COLO (resync.py). Nothing here has served: any failure
         stops this QEMU, and a later attempt starts afresh."""
-        if self.attach:
-            raise PeerServes(
-                f"{self.peer.name} serves alone, and joining it needs a QEMU with this host's "
-                "secondary command line, which the systemd units do not start: run `colospec "
-                "run` without --attach to re-protect (README, Re-protection)"
-            )
+        if self.attach and not self.plan["units"].get("qemu_join"):
+            raise PeerServes(f"{self.peer.name} serves alone, and this plan has no unit to join it")
         for attempt in range(1, JOIN_ATTEMPTS + 1):
-            await self._stop_qemu()
+            await self._stop_qemu()  # --attach: then _start_join_unit stops its unit
             await self.qemu.disconnect()
-            self.qemu.process.forget()
+            if not self.attach:
+                self.qemu.process.forget()
             self.started_qemu = True
             token = secrets.token_hex(8)
             self.store.update(phase=Phase.JOINING, role="secondary", qemu_pid=None, intent=None)
@@ -208,9 +211,10 @@ class Runner:
             # attempt may be taken for this one's.
             self.peer.report(urgent=True, join=token, done=[], phase=Phase.JOINING.value,
                              role="secondary", alone=False, qemu="starting", colo=None)  # fmt: skip
-            self.bringup = BringUp(self.arts, self.qemu, self.peer, attach=False,
+            self.bringup = BringUp(self.arts, self.qemu, self.peer, attach=self.attach,
                                    set_phase=self._set_phase, stopping=self._stopping,
-                                   join_token=token)  # fmt: skip
+                                   join_token=token,
+                                   start_unit=self._start_join_unit if self.attach else None)  # fmt: skip
             t0 = time.monotonic()
             try:
                 await self.bringup.run()
@@ -230,6 +234,26 @@ class Runner:
             log.warning("joined %s: COLO secondary again at epoch %d (%.0f ms)", self.peer.name,
                         epoch, elapsed_ms(t0))  # fmt: skip
             return
+
+    async def _start_join_unit(self) -> str:
+        """--attach: stop the QEMU the pair's target started and (re)start the unit of this
+        host's joining QEMU; its ExecStartPre= makes fresh scratch disks, and while it runs
+        the target's QEMU unit does not start (its condition)."""
+        unit, process = self.plan["units"]["qemu_join"], self.qemu.process
+        for action, name in (("stop", self.plan["units"]["qemu"]), ("restart", unit)):
+            done = await asyncio.to_thread(
+                subprocess.run, ["systemctl", action, name], capture_output=True, text=True,
+                timeout=UNIT_QEMU_WAIT_S, check=False,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise RunError(f"systemctl {action} {name} failed: {done.stderr.strip()}")
+        if process.pid is not None:
+            if not await process.wait_exit(KILL_WAIT_S):
+                raise RunError(f"QEMU pid {process.pid} still runs after {unit} started")
+            process.forget()
+        pid = await self._wait_for_unit_qemu()
+        process.adopt(pid)
+        return f"pid {pid} ({unit})"
 
     def _save_disk(self, disk: DiskState) -> None:
         disk.save(self.state_dir)

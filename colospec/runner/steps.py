@@ -62,12 +62,14 @@ class BringUp:
         join_token: str | None = None,
         steps: list[dict] | None = None,
         disk: DiskState | None = None,
+        start_unit: Callable[[], Awaitable[str]] | None = None,
     ):
         """join_token: run plan.json's rejoin steps, joining the peer that serves alone.
         steps: other steps than the plan's bring-up (serve-alone). disk: this host's disk
         state, compared with the peer's before a normal bring-up goes on."""
         self.arts, self.plan, self.qemu, self.peer = arts, arts.plan, qemu, peer
         self.join_token, self.disk = join_token, disk
+        self.start_unit = start_unit  # --attach: start-qemu starts this QEMU's systemd unit
         if steps is None:
             steps = arts.plan["rejoin"]["steps"] if join_token else arts.plan["steps"]
         self.steps = steps
@@ -93,7 +95,8 @@ class BringUp:
         todo = [
             s for s in self.steps
             if s["id"] not in self.done and s["kind"] != "watch"
-            and not (self.attach and s["kind"] in UNIT_STEPS)
+            and not (self.attach and s["kind"] in UNIT_STEPS
+                     and not (s["kind"] == "start-qemu" and self.start_unit))
         ]  # fmt: skip
         while todo:
             batch = [todo.pop(0)]
@@ -154,6 +157,8 @@ class BringUp:
         # unit gets the same from its EnvironmentFile=).
         extra = self.plan["qemu"].get("env")
         env = {**os.environ, **extra} if extra else None
+        if self.start_unit is not None:
+            return await self.start_unit()
         args_file = step.get("args_file", self.plan["qemu"]["args_file"])
         pid = self.qemu.process.start(self.arts.argv(args_file), env=env)
         return f"pid {pid} ({args_file})"

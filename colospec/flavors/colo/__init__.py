@@ -56,6 +56,7 @@ class ColoFlavor:
                     syntax.required_qom_types,
                 ),
                 network={},
+                units={"qemu_join": lay.unit("qemu-join")},
                 watch=plan.watch_section(
                     pair,
                     host,
@@ -73,7 +74,7 @@ class ColoFlavor:
         return render_tc_script(pair, host)
 
     def units(self, pair: Pair, host: Host) -> FlavorUnits:
-        return FlavorUnits()
+        return FlavorUnits(join_argv=tuple(argv.qemu_argv(pair, host, "secondary")))
 
     def host_files(self, pair: Pair, host: Host) -> dict[str, str]:
         # The other layout's command line, for a failover's aftermath (rejoin.py).
