@@ -274,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     from colospec.runner.commands import add_runner_commands
 
     add_runner_commands(sub, _command)
+
+    from colospec.ocf.commands import add_ocf_commands
+
+    add_ocf_commands(sub, _command)
     return parser
 
 
