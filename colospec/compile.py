@@ -12,6 +12,7 @@ from colospec.flavors import FLAVORS
 from colospec.lint import lint_extra_args
 from colospec.loader import LoadedSpec, load_spec
 from colospec.model import Host, Pair, build_pair
+from colospec.render.pacemaker import render_pacemaker
 from colospec.render.systemd import render_units
 from colospec.rules import rule_id, run_rules
 from colospec.schema import apply_defaults, validate_schema
@@ -116,6 +117,8 @@ def render_pair(pair: Pair) -> dict[str, Artifact]:
         for name, art in render_host(pair, host).items()
     }
     pair_files = FLAVORS[pair.flavor].pair_files(pair)
+    if pair.cluster is not None:
+        pair_files = pair_files | render_pacemaker(pair)
     return files | {rel: _text(rel, text) for rel, text in pair_files.items()}
 
 

@@ -104,6 +104,13 @@ class Failover:
 
 
 @dataclass(frozen=True)
+class Cluster:
+    """The cluster manager the pair runs under; its node names are the host names."""
+
+    manager: str  # "pacemaker"
+
+
+@dataclass(frozen=True)
 class Runtime:
     colospec: str
     artifacts_dir: str
@@ -204,6 +211,7 @@ class Pair:
     spec_sha256: str
     layouts: tuple[HostLayout, HostLayout]  # primary's, secondary's
     vmft: VmFt | None = None
+    cluster: Cluster | None = None  # None: the two runners alone
 
     @property
     def hosts(self) -> tuple[Host, Host]:
@@ -287,6 +295,7 @@ def build_pair(data: dict[str, Any], spec_sha256: str, names: FlavorNames) -> Pa
             _layout(data["name"], runtime, secondary, names),
         ),
         vmft=_vmft(data["vmft"]) if "vmft" in data else None,
+        cluster=Cluster(**data["cluster"]) if "cluster" in data else None,
     )
 
 

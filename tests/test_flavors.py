@@ -26,6 +26,7 @@ REGISTRY = PACKAGE / "flavors" / "__init__.py"
 RULE_IDS = {
     "addresses-usable",
     "binary-is-the-build",
+    "cluster-not-for-vmft",
     "heartbeat-budget",
     "hosts-differ",
     "ifb-devices",

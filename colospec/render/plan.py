@@ -54,6 +54,21 @@ def host_plan(
         "units": {**units_section(pair, host), **(units or {})},
         # Durable (a reboot keeps it): the failover epoch this host's disk belongs to.
         "state_dir": pair.layout(host).state_dir,
+        **cluster_section(pair, host),
+    }
+
+
+def cluster_section(pair: Pair, host: Host) -> dict[str, Any]:
+    """Under a cluster manager the runner acts as primary only while its node is in the
+    quorate partition (runner/quorum.py); node names are the spec's host names."""
+    if pair.cluster is None:
+        return {}
+    return {
+        "cluster": {
+            "manager": pair.cluster.manager,
+            "node": host.name,
+            "peer_node": pair.peer_of(host).name,
+        }
     }
 
 

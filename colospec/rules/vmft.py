@@ -181,6 +181,15 @@ def root_fits_configure(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
         )
 
 
+def cluster_not_for_vmft(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    if pair.cluster is not None:
+        yield spec.diagnostic(
+            ("cluster",),
+            "the Pacemaker agent runs colospec's runner, which a vm-ft pair does not use",
+            "remove cluster, or use flavor: colo",
+        )
+
+
 RULES: tuple[Rule, ...] = (
     vmft_settings_match_flavor,
     ifb_devices,
@@ -188,4 +197,5 @@ RULES: tuple[Rule, ...] = (
     paxos_group,
     binary_is_the_build,
     root_fits_configure,
+    cluster_not_for_vmft,
 )
