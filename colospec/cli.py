@@ -175,6 +175,31 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from colospec.certs import CertError, make_pair_certs
+
+    checks = _check_all([args.spec], False, frozenset())
+    _report(checks)
+    if not checks.ok:
+        return EXIT_INVALID
+    pair = checks.checked[0].pair
+    if pair.security.tls is None:
+        _say(f"colospec: error: {args.spec} has no security.tls — add `tls: {{}}` under "
+             "security (its dir is where each host keeps its certificates)")  # fmt: skip
+        return EXIT_INVALID
+    target = Path(args.dir or pair.security.tls.dir)
+    try:
+        made = make_pair_certs(pair, target, days=args.days, force=args.force)
+    except CertError as exc:
+        _say(f"colospec: error: {exc}")
+        return EXIT_FAILURE
+    for host, where in zip(pair.hosts, made, strict=True):
+        _say(f"wrote {where}/ ({host.name}, {host.address})")
+    _say(f"copy each host's directory to {pair.security.tls.dir}/<host>/ on that host "
+         "(keys mode 0600, owned by root); the CA's key is not kept")  # fmt: skip
+    return EXIT_OK
+
+
 def _allow_rule(text: str) -> list[str]:
     from colospec.compile import allowable_rule_ids
 
@@ -187,6 +212,12 @@ def _allow_rule(text: str) -> list[str]:
                 "diagnostic's rule)"
             )
     return ids
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number")
+    return int(text)
 
 
 def _spec_options(p: argparse.ArgumentParser) -> None:
@@ -270,6 +301,21 @@ def build_parser() -> argparse.ArgumentParser:
         "exit codes:\n  0  always",
     )
     p.set_defaults(func=cmd_schema)
+
+    p = _command(
+        sub,
+        "certs",
+        "create a pair CA and both hosts' TLS certificates (security.tls)",
+        "colospec certs examples/pair.yaml",
+        "exit codes:\n  0  written\n  1  certtool failed, or DIR exists (without --force)\n"
+        "  2  invalid spec, a spec without security.tls, or a usage error",
+    )
+    p.add_argument("spec", metavar="SPEC", help="the pair's spec")
+    p.add_argument("--dir", metavar="DIR",
+                   help="write DIR/<host>/ (default: security.tls.dir)")  # fmt: skip
+    p.add_argument("--days", type=_positive, default=3650, help="validity (default: 3650)")
+    p.add_argument("--force", action="store_true", help="replace existing certificates")
+    p.set_defaults(func=cmd_certs)
 
     from colospec.runner.commands import add_runner_commands
 

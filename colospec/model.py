@@ -117,9 +117,33 @@ class Runtime:
     state_dir: str
 
 
+# QEMU's tls-creds-x509 reads these names from its dir= (crypto/tlscredsx509.h); each
+# host's directory holds both ends, as a host is the server of some channels and the
+# client of others.
+TLS_CA_CERT = "ca-cert.pem"
+TLS_FILES = {
+    "server": (TLS_CA_CERT, "server-cert.pem", "server-key.pem"),
+    "client": (TLS_CA_CERT, "client-cert.pem", "client-key.pem"),
+}
+TLS_KEYS = ("server-key.pem", "client-key.pem")  # root's alone (the runner checks)
+# The tls-creds-x509 objects every host's QEMU has, by endpoint.
+TLS_CREDS = {"server": "tls-server0", "client": "tls-client0"}
+
+
+@dataclass(frozen=True)
+class Tls:
+    """TLS on the replication channels; each host's certificates in dir/<host name>/."""
+
+    dir: str
+
+    def host_dir(self, host: Host) -> str:
+        return f"{self.dir.rstrip('/')}/{host.name}"
+
+
 @dataclass(frozen=True)
 class Security:
     key_file: str  # the pair's heartbeat key on both hosts (never in OUT)
+    tls: Tls | None = None  # None: the replication channels are plain TCP
 
 
 @dataclass(frozen=True)
@@ -285,10 +309,7 @@ def build_pair(data: dict[str, Any], spec_sha256: str, names: FlavorNames) -> Pa
         ),
         failover=Failover(**data["failover"]),
         runtime=runtime,
-        security=Security(
-            data["security"].get("key_file")
-            or f"{runtime.artifacts_dir.rstrip('/')}/{data['name']}.key"
-        ),
+        security=_security(data, runtime),
         spec_sha256=spec_sha256,
         layouts=(
             _layout(data["name"], runtime, primary, names),
@@ -296,6 +317,15 @@ def build_pair(data: dict[str, Any], spec_sha256: str, names: FlavorNames) -> Pa
         ),
         vmft=_vmft(data["vmft"]) if "vmft" in data else None,
         cluster=Cluster(**data["cluster"]) if "cluster" in data else None,
+    )
+
+
+def _security(data: dict[str, Any], runtime: Runtime) -> Security:
+    section, base = data["security"], f"{runtime.artifacts_dir.rstrip('/')}/{data['name']}"
+    tls = section.get("tls")
+    return Security(
+        key_file=section.get("key_file") or f"{base}.key",
+        tls=Tls(tls.get("dir") or f"{base}-tls") if tls is not None else None,
     )
 
 

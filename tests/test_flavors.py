@@ -40,6 +40,7 @@ RULE_IDS = {
     "root-fits-configure",
     "scratch-not-image",
     "second-heartbeat-path",
+    "tls-dir-kept",
     "unix-sockets",
     "vhost-off",
     "vmft-settings-match-flavor",

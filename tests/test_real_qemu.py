@@ -16,6 +16,7 @@ import pytest
 import yaml
 from qemu.qmp import ConnectError, QMPClient
 
+from colospec.certs import make_pair_certs
 from colospec.compile import check_spec, render_pair
 from colospec.model import Pair
 
@@ -138,6 +139,8 @@ def relocated_spec(spec: Path, base: Path) -> Path:
         host["scratch_dir"] = move(host["scratch_dir"])
         if "image" in host:
             host["image"] = move(host["image"])
+    if "tls" in data.get("security", {}):
+        data["security"]["tls"]["dir"] = str(base / "tls")
     if "vmft" in data:
         # The installed QEMU stands in for the vm-ft build; its tap scripts and RDMA-Paxos's
         # sockets (stood in for by prepare_files) move under base like every other path.
@@ -168,6 +171,9 @@ def prepare_files(pair: Pair) -> None:
         fake_bzimage(Path(pair.vm.kernel.path))
         if pair.vm.kernel.initrd:
             Path(pair.vm.kernel.initrd).write_bytes(b"\0" * 4096)
+    if pair.security.tls:
+        # QEMU loads and checks them when it creates its tls-creds-x509 objects.
+        make_pair_certs(pair, Path(pair.security.tls.dir))
     if pair.vmft:
         for script in (pair.vmft.tap_up, pair.vmft.tap_down):
             # colospec puts the tap on the bridge; a script has nothing left to do

@@ -13,6 +13,7 @@ from typing import Any
 from colospec import model as m
 from colospec.model import Host, Pair
 from colospec.qemu_opts import format_opts
+from colospec.render import tls
 from colospec.versions import ReplicationChild
 
 Command = dict[str, Any]
@@ -56,7 +57,8 @@ def inet(host: str, port: int) -> dict[str, Any]:
 
 
 def nbd_server_start(pair: Pair, host: Host) -> Command:
-    return command("nbd-server-start", {"addr": inet(host.address, pair.replication.ports.nbd)})
+    addr = inet(host.address, pair.replication.ports.nbd)
+    return command("nbd-server-start", {"addr": addr, **tls.creds(pair, "server")})
 
 
 def liveness_beacon(pair: Pair, host: Host) -> list[Command]:
@@ -72,6 +74,21 @@ def set_capabilities(names: tuple[str, ...]) -> Command:
     return command("migrate-set-capabilities", {"capabilities": caps})
 
 
+def migration_parameters(pair: Pair, peer: Host) -> Command:
+    """COLO's checkpoint delay, and TLS towards the peer this host migrates to."""
+    delay = {"x-checkpoint-delay": pair.replication.checkpoint_delay_ms}
+    return command(
+        "migrate-set-parameters", {**delay, **tls.migration_parameters(pair, "client", peer)}
+    )
+
+
+def incoming_parameters(pair: Pair) -> list[Command]:
+    """The destination's side of migration: the TLS it requires of the source."""
+    if pair.security.tls is None:
+        return []
+    return [command("migrate-set-parameters", tls.migration_parameters(pair, "server", None))]
+
+
 def migrate(pair: Pair, peer: Host | None = None) -> Command:
     """Start COLO's migration to the secondary (or to the peer that joins this host)."""
     peer, port = peer or pair.secondary, pair.replication.ports.migration
@@ -85,7 +102,8 @@ def replication_child(
     peer, port = peer or pair.secondary, pair.replication.ports.nbd
     if spelling == "blockdev-add":
         server = {"type": "inet", "host": peer.address, "port": str(port)}
-        nbd = {"driver": "nbd", "node-name": m.NBD_NODE, "server": server, "export": export}
+        nbd = {"driver": "nbd", "node-name": m.NBD_NODE, "server": server, "export": export,
+               **tls.creds(pair, "client")}  # fmt: skip
         add = command(
             "blockdev-add",
             {"driver": "replication", "node-name": node, "mode": "primary", "file": nbd},

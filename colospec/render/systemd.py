@@ -55,6 +55,8 @@ class Sandbox:
     read_write: str = ""  # ReadWritePaths=
     read_only: str = ""  # ReadOnlyPaths=
     inaccessible: str = ""  # InaccessiblePaths=
+    tls_read_only: str = ""  # ReadOnlyPaths= for the host's TLS directory (QEMU, runner)
+    tls_hidden: str = ""  # InaccessiblePaths= for it (every other unit)
     shared_tmp: bool = False  # its files are in /tmp or /var/tmp: no PrivateTmp=
     home_read_only: bool = False  # ProtectHome=read-only instead of yes
     private_devices: bool = True
@@ -111,11 +113,13 @@ def sandboxes_for(pair: Pair, host: Host, flavor: FlavorUnits) -> dict[str, Sand
     scratch = [lay.active_disk, lay.hidden_disk] if secondary else []
     artifacts = [lay.installed_dir]
     key = [pair.security.key_file]
+    # The host's TLS certificates and private keys: QEMU's, and the runner checks them.
+    tls = [pair.security.tls.host_dir(host)] if pair.security.tls else []
     colospec = [pair.runtime.colospec]
     kernel = (
         [p for p in (pair.vm.kernel.path, pair.vm.kernel.initrd) if p] if pair.vm.kernel else []
     )
-    qemu_reads = [pair.qemu.binary, *kernel, *flavor.qemu_reads]
+    qemu_reads = [pair.qemu.binary, *kernel, *tls, *flavor.qemu_reads]
     qemu_writes = [host.image, *scratch, *flavor.qemu_writes]
     qemu_devices = [(TUN, "rw")] + ([(KVM, "rw")] if pair.vm.accel in ("kvm", "auto") else [])
     image_device = [(host.image, "r")] if _is_device(host.image) else []
@@ -167,7 +171,7 @@ def sandboxes_for(pair: Pair, host: Host, flavor: FlavorUnits) -> dict[str, Sand
         join.bind_service, join.ip_allow = qemu.bind_service, qemu.ip_allow
         join.home_read_only = True  # colospec's Python, for its scratch disks
     runner = _sandbox(
-        reads=[*colospec, *artifacts, *key, host.image, pair.qemu.binary],
+        reads=[*colospec, *artifacts, *key, *tls, host.image, pair.qemu.binary],
         writes=[lay.state_dir],
         read_only=artifacts,
         devices=image_device,
@@ -176,7 +180,13 @@ def sandboxes_for(pair: Pair, host: Host, flavor: FlavorUnits) -> dict[str, Sand
     runner.bind_service = ports.heartbeat < PRIVILEGED_PORTS
     runner.ip_allow = " ".join(peer_addresses)
     sandboxes = {"disks": disks, "network": network, "qemu": qemu, "runner": runner}
-    return sandboxes | ({"qemu-join": join} if join else {})
+    sandboxes |= {"qemu-join": join} if join else {}
+    for part, sb in sandboxes.items():
+        if part in ("disks", "network"):
+            sb.tls_hidden = _path_list(_normal(p) for p in tls)
+        else:
+            sb.tls_read_only = _path_list(_normal(p) for p in tls)
+    return sandboxes
 
 
 def _sandbox(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import PurePosixPath
 
 from colospec.diagnostics import Diagnostic
 from colospec.loader import LoadedSpec
@@ -36,4 +37,31 @@ def qemu_version_verified(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
         )
 
 
-RULES: tuple[Rule, ...] = (vmft_settings_match_flavor, qemu_version_verified)
+def tls_dir_kept(pair: Pair, spec: LoadedSpec) -> Iterator[Diagnostic]:
+    """The certificates must outlive an install and a reboot: not inside a host's
+    artifact directory (replaced by every install: README, "Installing the built
+    artifacts") nor under /run (a tmpfs, and the units' runtime directories)."""
+    tls = pair.security.tls
+    if tls is None:
+        return
+    for host in pair.hosts:
+        where = PurePosixPath(tls.host_dir(host))
+        installed = PurePosixPath(pair.installed_dir(host.name))
+        if where.is_relative_to(installed) or installed.is_relative_to(where):
+            problem = f"is inside or holds {host.name}'s artifact directory {installed}"
+        elif where.is_relative_to("/run"):
+            problem = "is under /run, which a reboot empties"
+        else:
+            continue
+        yield spec.diagnostic(
+            ("security", "tls", "dir")
+            if "dir" in spec.data["security"]["tls"]
+            else ("security", "tls"),
+            f"{host.name}'s TLS directory {where} {problem}",
+            "keep the certificates beside the heartbeat key, e.g. "
+            f"{pair.runtime.artifacts_dir.rstrip('/')}/{pair.name}-tls (the default)",
+        )
+        return
+
+
+RULES: tuple[Rule, ...] = (vmft_settings_match_flavor, qemu_version_verified, tls_dir_kept)

@@ -34,6 +34,11 @@ _COLO_ONLY = {
     ("failover", "rejoin"): (
         "colospec re-protects only the colo layout; a vm-ft pair is re-protected by hand"
     ),
+    ("security", "tls"): (
+        "colospec puts TLS on the colo layout's channels only: the vm-ft layout's client "
+        "packets and output cross RDMA-Paxos, which QEMU's tls-creds do not cover, and the "
+        "guide's 2.7-era QEMU has not run with them here; keep its networks private"
+    ),
     ("replication", "ports", "compare"): (
         "the vm-ft layout has no colo-compare: RDMA-Paxos carries the secondary's output "
         "(vmft.sockets)"

@@ -46,6 +46,7 @@ _ERRORS = {
     "colospec.runner.disks": "DiskError",
     "colospec.runner.network": "NetworkError",
     "colospec.runner.qemu_check": "QemuCheckError",
+    "colospec.runner.tlsfiles": "TlsFilesError",
 }
 
 

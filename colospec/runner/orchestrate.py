@@ -32,6 +32,7 @@ from colospec.runner.peer import PeerLink
 from colospec.runner.qemu_session import QemuSession
 from colospec.runner.sdnotify import sd_notify
 from colospec.runner.steps import BringUp, JoinFailed, PeerServes, elapsed_ms, run_network
+from colospec.runner.tlsfiles import check_tls_dir
 from colospec.runner.watch import KILL_WAIT_S, STOP_TIMEOUT_S, Watcher
 
 log = logging.getLogger("colospec.run")
@@ -71,6 +72,7 @@ class Runner:
         self.stop_requested = False
         self.qemu = QemuSession(self.plan, arts.host, on_event=self.wake.set)
         key = load_key(self.plan["heartbeat"]["key_file"])  # refused at once if unsafe
+        check_tls_dir(self.plan.get("tls"))  # the same for the TLS certificates
         self.peer = PeerLink(self.plan, arts.pair, arts.host, key, on_update=self.wake.set)
         self.store = StateStore(
             self.run_dir, HostState(role=arts.role, layout=self.plan.get("layout", arts.role))

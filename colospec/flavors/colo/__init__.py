@@ -7,7 +7,7 @@ from typing import Any
 
 from colospec.flavors.colo import argv, ids, qmp, rejoin
 from colospec.model import FlavorNames, Host, Pair
-from colospec.render import plan, qemu_argv
+from colospec.render import plan, qemu_argv, tls
 from colospec.render.qmp import Command
 from colospec.render.systemd import FlavorUnits
 from colospec.render.tc import render_tc_script
@@ -53,7 +53,7 @@ class ColoFlavor:
                         *syntax.required_commands,
                         *(c["execute"] for cs in scripts.values() for c in cs),
                     },
-                    syntax.required_qom_types,
+                    {*syntax.required_qom_types, *tls.qom_types(pair)},
                 ),
                 network={},
                 units={"qemu_join": lay.unit("qemu-join")},
@@ -68,6 +68,7 @@ class ColoFlavor:
                 ),
             ),
             **rejoin.plan_sections(pair, host),
+            **tls.plan_section(pair, host),
         }
 
     def network_script(self, pair: Pair, host: Host) -> str:

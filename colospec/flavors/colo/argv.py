@@ -14,6 +14,7 @@ from colospec import model as m
 from colospec.flavors.colo import ids
 from colospec.model import Host, Pair
 from colospec.qemu_opts import format_opts
+from colospec.render import tls
 from colospec.render.qemu_argv import (
     accel,
     display,
@@ -60,21 +61,25 @@ def _common(pair: Pair, host: Host) -> list[str]:
         *opt("-netdev", "tap", {**tap, "vhost": False, "vnet_hdr": vm.nic.vnet_hdr}),
         *nic(pair, "nic0"),
         *kernel(vm),
+        *tls.objects(pair, host),
     ]
 
 
 def compare_channels(pair: Pair, host: Host) -> list[tuple[str, dict[str, Any], bool]]:
     """colo-compare's chardevs on the primary as (id, where, listens): the command line
-    creates them and the secondary's failover re-creates them for a future secondary."""
+    creates them and the secondary's failover re-creates them for a future secondary.
+    The two on the replication network are the servers the secondary's redirectors dial:
+    their `where` holds their tls-creds too, with TLS on."""
     ports, lay = pair.replication.ports, pair.layout(host)
 
     def unix(name: str) -> dict[str, Any]:
         return {"path": lay.local_socket(name)}
 
+    server = tls.creds(pair, "server")
     return [
         # The secondary's redirectors connect to these two.
-        (ids.MIRROR, {"host": host.address, "port": ports.mirror}, True),
-        (ids.SECONDARY_OUTPUT, {"host": host.address, "port": ports.compare}, True),
+        (ids.MIRROR, {"host": host.address, "port": ports.mirror, **server}, True),
+        (ids.SECONDARY_OUTPUT, {"host": host.address, "port": ports.compare, **server}, True),
         ("compare0", unix("compare0"), True),
         ("compare0-0", unix("compare0"), False),
         ("compare_out", unix("compare_out"), True),
@@ -110,6 +115,7 @@ def _chardev(id_: str, where: dict[str, Any], listens: bool) -> list[str]:
 def secondary_args(pair: Pair, host: Host) -> list[str]:
     primary, ports, lay = pair.peer_of(host), pair.replication.ports, pair.layout(host)
     reconnect = dict([known_syntax(pair.qemu.version).chardev_reconnect])
+    client = {**reconnect, **tls.creds(pair, "client")}
     replication = {
         "if": "none",
         "id": ids.SECONDARY_CHILD_ID,
@@ -126,8 +132,8 @@ def secondary_args(pair: Pair, host: Host) -> list[str]:
     return [
         *redirectors(
             pair,
-            {"host": primary.address, "port": ports.mirror, **reconnect},
-            {"host": primary.address, "port": ports.compare, **reconnect},
+            {"host": primary.address, "port": ports.mirror, **client},
+            {"host": primary.address, "port": ports.compare, **client},
         ),
         *net_filter(pair, "filter-rewriter", ids.REWRITER, queue="all"),
         *opt("-drive", None, {**base, "file.filename": host.image, "driver": pair.vm.disk.format}),

@@ -12,9 +12,11 @@ from colospec.render.qmp import (
     add_replication_child,
     command,
     drop_replication_child,
+    incoming_parameters,
     inet,
     liveness_beacon,
     migrate,
+    migration_parameters,
     nbd_server_start,
     script_files,
     set_capabilities,
@@ -32,7 +34,7 @@ def qmp_scripts(pair: Pair, host: Host) -> dict[str, list[Command]]:
         setup = {
             "liveness-beacon": liveness_beacon(pair, host),
             "replication-child": add_replication_child(pair, *child),
-            "start-colo": primary_start_colo(pair, syntax),
+            "start-colo": primary_start_colo(pair, syntax, pair.secondary),
         }
     as_primary = failover_as_primary(syntax)
     return script_files(setup, as_primary, failover_as_secondary(pair, host))
@@ -40,6 +42,7 @@ def qmp_scripts(pair: Pair, host: Host) -> dict[str, list[Command]]:
 
 def secondary_setup(pair: Pair, host: Host, syntax: QemuSyntax) -> list[Command]:
     out = [set_capabilities(syntax.colo_capabilities)] if syntax.secondary_sets_x_colo else []
+    out += incoming_parameters(pair)
     out.append(nbd_server_start(pair, host))
     if syntax.nbd_export == "block-export-add":
         export = {"type": "nbd", "id": "export0", "node-name": ids.PARENT_NODE}
@@ -52,12 +55,12 @@ def secondary_setup(pair: Pair, host: Host, syntax: QemuSyntax) -> list[Command]
     return out
 
 
-def primary_start_colo(pair: Pair, syntax: QemuSyntax) -> list[Command]:
-    delay = {"x-checkpoint-delay": pair.replication.checkpoint_delay_ms}
+def primary_start_colo(pair: Pair, syntax: QemuSyntax, peer: Host) -> list[Command]:
+    """Start COLO towards peer (the secondary, or a host that joins this one)."""
     return [
         set_capabilities(syntax.colo_capabilities),
-        command("migrate-set-parameters", delay),
-        migrate(pair),
+        migration_parameters(pair, peer),
+        migrate(pair, peer),
     ]
 
 
@@ -86,11 +89,14 @@ def failover_as_secondary(pair: Pair, host: Host) -> list[Command]:
     open the channels a future secondary would connect to (qemu-colo.rst's last step)."""
 
     def chardev(id_: str, where: dict[str, Any], listens: bool) -> Command:
+        where = dict(where)
+        creds = {k: where.pop(k) for k in ("tls-creds",) if k in where}
         if "path" in where:
             addr = {"type": "unix", "data": where}
         else:
             addr = inet(where["host"], where["port"])
-        socket = {"addr": addr, "server": listens, **({"wait": False} if listens else {})}
+        wait = {"wait": False} if listens else {}
+        socket = {"addr": addr, "server": listens, **wait, **creds}
         return command("chardev-add", {"id": id_, "backend": {"type": "socket", "data": socket}})
 
     return [

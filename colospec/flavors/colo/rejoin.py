@@ -14,16 +14,15 @@ from typing import Any
 
 from colospec import model as m
 from colospec.flavors.colo import argv, ids
-from colospec.flavors.colo.qmp import secondary_setup
+from colospec.flavors.colo.qmp import primary_start_colo, secondary_setup
 from colospec.model import Host, Pair
+from colospec.render import tls
 from colospec.render.qmp import (
     Command,
     command,
     inet,
-    migrate,
     nbd_server_start,
     replication_child,
-    set_capabilities,
 )
 from colospec.versions import QemuSyntax
 
@@ -85,7 +84,8 @@ def _channels(pair: Pair, host: Host) -> list[Command]:
     peer died, and keeps showing it connected."""
     out: list[Command] = []
     for id_, where, _ in argv.compare_channels(pair, host)[:2]:
-        socket = {"addr": inet(where["host"], where["port"]), "server": True, "wait": False}
+        addr = inet(where["host"], where["port"])
+        socket = {"addr": addr, "server": True, "wait": False, **tls.creds(pair, "server")}
         out += [
             command("chardev-remove", {"id": id_}),
             command("chardev-add", {"id": id_, "backend": {"type": "socket", "data": socket}}),
@@ -102,7 +102,7 @@ NBD_OPEN_TIMEOUT_S = 2
 def _nbd(pair: Pair, peer: Host, node: str) -> dict[str, Any]:
     server = {"type": "inet", "host": peer.address, "port": str(pair.replication.ports.nbd)}
     return {"driver": "nbd", "node-name": node, "server": server, "export": ids.NBD_EXPORT,
-            "open-timeout": NBD_OPEN_TIMEOUT_S}  # fmt: skip
+            "open-timeout": NBD_OPEN_TIMEOUT_S, **tls.creds(pair, "client")}  # fmt: skip
 
 
 def _mirror(pair: Pair, peer: Host) -> list[Command]:
@@ -150,11 +150,7 @@ def _colo(pair: Pair, peer: Host, syntax: QemuSyntax, placement: dict[str, str])
         obj("filter-redirector", "redire1", **net, queue="rx", outdev="compare0"),
         obj("iothread", "iothread1"),
         obj("colo-compare", "comp0", **compare, **hdr),
-        set_capabilities(syntax.colo_capabilities),
-        command(
-            "migrate-set-parameters", {"x-checkpoint-delay": pair.replication.checkpoint_delay_ms}
-        ),
-        migrate(pair, peer),
+        *primary_start_colo(pair, syntax, peer),
     ]
 
 
