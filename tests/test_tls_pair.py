@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+from faults import image_has
 from pairlab import COLOSPEC, ROOT, PairLab
 from tlslab import TlsLab
 
@@ -128,3 +129,29 @@ def test_a_peer_certified_by_another_ca_never_joins(tmp_path):
         log = lab.log_text("a")
         assert "certificate hasn't got a known issuer" in log, log[-3000:]
         assert status(lab, "b")["colo_mode"] != "secondary"
+
+
+def test_the_survivor_re_protects_over_tls():
+    """Re-protection's channels (the disk copy over NBD, the new replication child, the
+    migration from the survivor, the listeners for the joiner's redirectors) are TLS too."""
+    with TlsLab(checkpoint_delay_ms=300, failover={"rejoin": "automatic"}) as lab:
+        lab.start("b")
+        lab.start("a")
+        lab.wait_colo()
+        lab.kill_qemu("a")
+        lab.wait_for("b serves alone", lambda: status(lab, "b")["phase"] == "alone", timeout=30)
+        hmp(lab, "b", 'qemu-io colo-disk0 "write -P 0x11 1M 64k"')  # only b has it
+        lab.wait_for("runner a exits", lambda: lab.procs["a"].poll() is not None)
+        lab.start("a")
+
+        def protected() -> bool:
+            b, a = status(lab, "b"), status(lab, "a")
+            return (b["colo_mode"], a["colo_mode"], b["protected"], a["protected"]) == (
+                "primary", "secondary", True, True)  # fmt: skip
+
+        lab.wait_for("b protected by a", protected, timeout=120)
+        assert set(status(lab, "b")["last_resync"]["stages_ms"]) >= {"mirror", "attach", "colo"}
+        params = qmp(lab, "b", "query-migrate-parameters")
+        assert (params["tls-creds"], params["tls-hostname"]) == ("tls-client0", "10.77.0.2")
+        assert qmp(lab, "a", "query-migrate-parameters")["tls-creds"] == "tls-server0"
+        assert image_has(lab, "a", 0x11, 1 << 20)  # the copy reached a's own disk
