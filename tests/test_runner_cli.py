@@ -23,7 +23,7 @@ def test_status_without_a_runner_reports_what_it_can(tmp_path):
     status = json.loads(result.stdout)
     assert list(status) == [
         "role", "colo_mode", "vm_status", "qemu_pid", "peer", "last_failover", "runner",
-        "phase", "protected", "epoch", "heartbeats_rejected", "last_resync", "disk",
+        "phase", "protected", "epoch", "heartbeats_rejected", "last_resync", "disk", "quorum",
     ]  # fmt: skip
     assert status["protected"] is False  # no runner watches: nothing would fail over
     assert status["qemu_pid"] is None and status["peer"]["name"] == "node-b"

@@ -20,6 +20,7 @@ from colospec.runner.machine import (
     peer_wins,
     protected,
 )
+from colospec.runner.quorum import ClusterView
 
 PEER_SECONDARY = PeerView(
     qemu="running", role="secondary", colo="secondary", alone=False, epoch=0, rank=0,
@@ -45,6 +46,9 @@ def colo(role: str = "primary", **changes) -> Evidence:
 
 
 SILENT = {"heard": ()}
+QUORATE = ClusterView(quorate=True, peer_member=True)
+NO_QUORUM = ClusterView(quorate=False, peer_member=True)
+PEER_GONE = ClusterView(quorate=True, peer_member=False)
 
 CASES = [
     # (id, evidence, expected rule, expected act)
@@ -190,6 +194,43 @@ CASES = [
      "own-qemu-gone", Act.EXIT),
     ("joining: the peer serving alone is expected",
      colo("secondary", phase=Phase.JOINING, peer=PEER_ALONE), "", Act.NONE),
+    # ----- under a cluster manager (README, Many pairs: Pacemaker)
+    ("in the quorate partition, with the peer: nothing changes",
+     colo("primary", cluster=QUORATE), "", Act.NONE),
+    ("a killed primary's host refuses: take over at once, membership or not",
+     colo("secondary", cluster=QUORATE, colo_exit_error=True, probe="dead", **SILENT),
+     "stream-broken-port-refused", Act.TAKE_OVER),
+    ("without quorum a secondary never takes over, even on its primary's word",
+     colo("secondary", cluster=NO_QUORUM, peer=dataclasses.replace(PEER_PRIMARY, qemu="dead")),
+     "no-quorum", Act.HOLD),
+    ("a primary that lost quorum and hears no peer pauses its guest",
+     colo("primary", cluster=NO_QUORUM, probe="unreachable", **SILENT), "no-quorum", Act.PAUSE),
+    ("serving alone, quorum lost, peer silent: pause",
+     colo(phase=Phase.ALONE, epoch=1, peer=None, cluster=NO_QUORUM, **SILENT), "no-quorum",
+     Act.PAUSE),
+    ("paused without quorum: stays paused, never drops the secondary",
+     colo("primary", cluster=NO_QUORUM, paused=True, paused_no_quorum=True, checkpoint_stalled=True,
+          **SILENT), "no-quorum", Act.HOLD),
+    ("a primary without quorum that still hears its secondary keeps COLO, never drops it",
+     colo("primary", cluster=NO_QUORUM, checkpoint_stalled=True), "no-quorum", Act.HOLD),
+    ("quorum back, the secondary heard and not serving: the guest runs on",
+     colo("primary", cluster=QUORATE, paused=True, paused_no_quorum=True), "quorum-regained",
+     Act.RESUME),
+    ("quorum back, the secondary serves at a newer epoch: stand down",
+     colo("primary", cluster=QUORATE, paused=True, paused_no_quorum=True, peer=PEER_ALONE),
+     "peer-took-over", Act.FENCE),
+    ("silent peer still in the membership: wait for corosync, even with stalled checkpoints",
+     colo("primary", cluster=QUORATE, probe="unreachable", checkpoint_stalled=True, **SILENT),
+     "silence-peer-member", Act.HOLD),
+    ("silent primary still in the membership: no takeover yet",
+     colo("secondary", cluster=QUORATE, probe="unreachable", colo_exit_error=True, **SILENT),
+     "silence-peer-member", Act.HOLD),
+    ("silent primary dropped by corosync from this quorate partition: take over",
+     colo("secondary", cluster=PEER_GONE, probe="unreachable", colo_exit_error=True, **SILENT),
+     "peer-left-cluster", Act.TAKE_OVER),
+    ("silent secondary dropped by corosync: drop it",
+     colo("primary", cluster=PEER_GONE, probe="unreachable", **SILENT), "peer-left-cluster",
+     Act.DROP),
 ]  # fmt: skip
 
 

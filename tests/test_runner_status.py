@@ -120,7 +120,7 @@ def test_without_a_runner_json_has_every_key_with_nulls_and_exits_3(host_dir):
         "last_failover": None, "runner": "not running",
         "phase": None, "protected": False, "epoch": None, "heartbeats_rejected": None,
         # disk.json is read without a runner: a host with none counts as epoch 0
-        "last_resync": None, "disk": {"epoch": 0, "stale": False},
+        "last_resync": None, "disk": {"epoch": 0, "stale": False}, "quorum": None,
     }  # fmt: skip
 
 
@@ -181,7 +181,7 @@ def test_with_a_runner_answering_exits_0_and_says_running(host_dir):
         "qemu_pid": 4242, "last_failover": None, "checkpoints": 17,
         "peer": {"name": "node-a", "reachable": True, "paths": ["replication", "lan"]},
         "phase": "colo", "protected": True, "epoch": 0, "heartbeats_rejected": 0,
-        "last_resync": None, "disk": {"epoch": 0, "stale": False},
+        "last_resync": None, "disk": {"epoch": 0, "stale": False}, "quorum": None,
     }  # fmt: skip
     with answering_runner(host_dir, reply):
         code, out = status(host_dir, "--json")

@@ -124,7 +124,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 STATUS_RUNNING, STATUS_NOT_RUNNING = 0, 3
 STATUS_KEYS = (
     "role", "colo_mode", "vm_status", "qemu_pid", "peer", "last_failover", "runner",
-    "phase", "protected", "epoch", "heartbeats_rejected", "last_resync", "disk",
+    "phase", "protected", "epoch", "heartbeats_rejected", "last_resync", "disk", "quorum",
 )  # fmt: skip
 STATUS_HELP = """role, COLO mode, VM status, QEMU pid, peer, last failover, runner, phase,
 protected, epoch. Exit status 0 while this host's runner answers, 3 when it does not (as
@@ -134,8 +134,9 @@ phase (starting, waiting-peer, joining, colo, alone, resyncing, fenced, failed),
 protected (true only while both QEMUs are in COLO mode, checkpoints advance, the
 replication child is healthy and the peer is heard), epoch, heartbeats_rejected
 (datagrams dropped as unauthentic or replayed), last_resync (this run's latest
-re-protection: time, took_ms, stages_ms) and disk ({epoch, stale}: disk.json, README
-Re-protection); null where unknown (text: "-"). Without a runner nothing
+re-protection: time, took_ms, stages_ms), disk ({epoch, stale}: disk.json, README
+Re-protection) and quorum (under a cluster manager: {quorate, peer_member}; a node that
+is not quorate never serves); null where unknown (text: "-"). Without a runner nothing
 is protected; role and phase come from the runner's state file written for the QEMU that
 runs now, never from an earlier run's."""
 
@@ -163,6 +164,7 @@ def _offline_status(arts: HostArtifacts) -> dict[str, Any]:
         "heartbeats_rejected": None,
         "last_resync": None,
         "disk": _disk_record(arts),
+        "quorum": None,
     }
 
 
@@ -170,6 +172,12 @@ def _disk_line(disk: dict[str, Any] | None) -> str:
     if not disk:
         return "-"
     return f"epoch {disk['epoch']}" + (", stale: may only join" if disk["stale"] else "")
+
+
+def _quorum_line(quorum: dict[str, Any]) -> str:
+    if not quorum["quorate"]:
+        return "NOT quorate: this node never serves"
+    return "quorate" + ("" if quorum["peer_member"] else ", the peer's node left the cluster")
 
 
 def _disk_record(arts: HostArtifacts) -> dict[str, Any] | None:
@@ -212,6 +220,8 @@ def _status_lines(arts: HostArtifacts, status: dict[str, Any]) -> list[str]:
         ("rejected", shown(status.get("heartbeats_rejected"))),
         ("disk", _disk_line(status.get("disk"))),
     ]
+    if status.get("quorum"):  # under a cluster manager only
+        rows.append(("quorum", _quorum_line(status["quorum"])))
     return [f"{label + ':':<15}{value}".rstrip() for label, value in rows]
 
 

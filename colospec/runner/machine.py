@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from colospec.runner.quorum import ClusterView
+
 Role = Literal["primary", "secondary"]
 ProbeResult = Literal["alive", "dead", "unreachable"]
 REPLICATION_PATH = "replication"
@@ -60,6 +62,7 @@ class Act(enum.Enum):
     PAUSE = "pause"  # primary: stop the guest (reversibly) until the secondary's word
     EXIT = "exit"  # this host's QEMU is gone: tell the peer, exit
     RESYNC = "resync"  # serving alone: copy the disk to the joining peer, start COLO
+    RESUME = "resume"  # cont: the guest this runner paused for lack of quorum runs again
 
 
 # Where each action leaves the runner.
@@ -122,6 +125,10 @@ class Evidence:
     # script's first commands (yank, the replication child's removal) leave COLO on.
     pending_drop: bool
     probe: ProbeResult | None  # a recent probe of the peer's QEMU (None: none, or under way)
+    # Under a cluster manager (plan.json's cluster): this node's quorum and whether the
+    # peer's node is in its membership (runner/quorum.py). None: no cluster manager.
+    cluster: ClusterView | None = None
+    paused_no_quorum: bool = False  # the guest is paused because this node lost quorum
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,15 @@ def _joining(e: Evidence) -> bool:
         e.peer is not None and e.peer.joining and not e.peer.alone and e.peer.qemu != "dead"
         and bool(e.heard) and not e.paused
     )  # fmt: skip
+
+
+def _no_quorum(e: Evidence) -> bool:
+    return e.cluster is not None and not e.cluster.quorate
+
+
+def _peer_left_cluster(e: Evidence) -> bool:
+    """Corosync, in this quorate partition, has dropped the peer's node: it cannot serve."""
+    return e.cluster is not None and e.cluster.quorate and not e.cluster.peer_member
 
 
 def _paths(e: Evidence) -> str:
@@ -200,6 +216,33 @@ RULES: tuple[Rule, ...] = (
     Rule("peer-serves-while-starting", frozenset({Phase.STARTING, Phase.WAITING_PEER}), BOTH,
          lambda e: _peer(e, "alone", True), Act.FENCE,
          lambda e: "the peer serves the guest alone: this host must not start a second one"),
+    # ----- under a cluster manager: only the quorate partition serves (README, Many pairs)
+    Rule("no-quorum", COLO, S, _no_quorum, Act.HOLD,
+         lambda e: "this node is outside the cluster's quorate partition: it never takes over"),
+    Rule("no-quorum", COLO | SERVING_ALONE, P,
+         lambda e: _no_quorum(e) and not e.heard and not e.paused, Act.PAUSE,
+         lambda e: "this node lost quorum and its peer is silent: the quorate partition may "
+                   "promote the peer, so this guest is paused"),
+    Rule("no-quorum", COLO | SERVING_ALONE, P, _no_quorum, Act.HOLD,
+         lambda e: "this node is outside the cluster's quorate partition: it never serves "
+                   "alone"),
+    Rule("quorum-regained", COLO | SERVING_ALONE, P,
+         lambda e: e.paused_no_quorum and (bool(e.heard) or _peer_left_cluster(e))
+         and not peer_wins(e), Act.RESUME,
+         lambda e: "quorum is back, and the peer does not serve: the guest runs on"),
+    Rule("silence-peer-member", COLO, BOTH,
+         lambda e: e.cluster is not None and _silent(e) and e.cluster.peer_member
+         and e.probe != "dead", Act.HOLD,
+         lambda e: "the peer is silent, but its node is still in the cluster's membership: "
+                   "waiting for corosync to decide which side it is on"),
+    Rule("peer-left-cluster", COLO, S, lambda e: _silent(e) and _peer_left_cluster(e),
+         Act.TAKE_OVER,
+         lambda e: "the primary is silent and corosync dropped its node from this quorate "
+                   "partition: it cannot serve"),
+    Rule("peer-left-cluster", COLO, P, lambda e: _silent(e) and _peer_left_cluster(e),
+         Act.DROP,
+         lambda e: "the secondary is silent and corosync dropped its node from this quorate "
+                   "partition"),
     # ----- evidence gathered before this runner stalled is stale: look again first
     Rule("self-stalled", ACTIVE, BOTH, lambda e: e.stalled, Act.HOLD,
          lambda e: "this runner was not scheduled for longer than the heartbeat budget: "

@@ -30,6 +30,7 @@ from colospec.runner.hoststate import HostState, StateStore, take_lock
 from colospec.runner.machine import Act, Phase, protected
 from colospec.runner.peer import PeerLink
 from colospec.runner.qemu_session import QemuSession
+from colospec.runner.quorum import QuorumWatch
 from colospec.runner.sdnotify import sd_notify
 from colospec.runner.steps import BringUp, JoinFailed, PeerServes, elapsed_ms, run_network
 from colospec.runner.tlsfiles import check_tls_dir
@@ -79,12 +80,14 @@ class Runner:
         )
         self.bringup = BringUp(arts, self.qemu, self.peer, attach=attach,
                                set_phase=self._set_phase, stopping=self._stopping)  # fmt: skip
+        cluster = self.plan.get("cluster")
+        self.quorum = QuorumWatch(cluster["peer_node"], self.wake.set) if cluster else None
         self.watcher = self._new_watcher()
         self.started_qemu = False  # this run started QEMU (it has not served before)
 
     def _new_watcher(self) -> Watcher:
         return Watcher(self.arts, self.qemu, self.peer, self.store, wake=self.wake,
-                       stopping=self._stopping)  # fmt: skip
+                       stopping=self._stopping, quorum=self.quorum)  # fmt: skip
 
     def _stopping(self) -> bool:
         return self.stop_requested
@@ -117,6 +120,8 @@ class Runner:
             self.peer.report(qemu="starting", image_size=None, role=self.arts.role,
                              phase=Phase.STARTING.value, epoch=0, rank=0, alone=False)  # fmt: skip
             await self.peer.start()
+            if self.quorum:
+                self.quorum.start()
             server = await control.serve_control(self.run_dir, self._control)
             return await self._run()
         finally:
@@ -124,6 +129,8 @@ class Runner:
                 server.close()
                 control.control_socket(self.run_dir).unlink(missing_ok=True)
             await self.peer.stop()
+            if self.quorum:
+                await self.quorum.stop()
             await self.qemu.disconnect()
             os.close(lock)
 
@@ -541,4 +548,5 @@ class Runner:
             "epoch": st.epoch,
             "heartbeats_rejected": self.peer.heartbeat.rejected,
             "checkpoints": self.qemu.checkpoints,
+            "quorum": self.quorum.view().report() if self.quorum else None,
         }

@@ -31,6 +31,7 @@ from colospec.runner.machine import (
 )
 from colospec.runner.peer import PeerLink
 from colospec.runner.qemu_session import QemuSession
+from colospec.runner.quorum import QuorumWatch
 from colospec.runner.resync import Resync, ResyncFailed
 from colospec.runner.sdnotify import sd_notify
 from colospec.runner.silence import Sample, SilenceWatch, read_counters
@@ -64,6 +65,7 @@ class Watcher:
         *,
         wake: asyncio.Event,
         stopping,
+        quorum: QuorumWatch | None = None,
     ):
         self.arts, self.plan, self.qemu, self.peer, self.store = arts, arts.plan, qemu, peer, store
         self.wake, self.stopping = wake, stopping
@@ -76,7 +78,9 @@ class Watcher:
         self.silence = SilenceWatch(SILENT_DELAYS * delay + SILENT_MARGIN_S)
         self._sampler: asyncio.Task | None = None
         self.adopted_broken = False  # adopted a secondary whose stream broke unwatched
-        self.paused = False  # this runner paused its guest (break-unwitnessed)
+        self.paused = False  # this runner paused its guest (break-unwitnessed, no-quorum)
+        self.paused_no_quorum = False  # ... because this node lost quorum
+        self.quorum = quorum  # None: no cluster manager
         # Sticky: the primary said its stream or replication child broke. From then on this
         # secondary's disk may lack its writes, whatever the primary does next.
         self.peer_broke = False
@@ -218,6 +222,8 @@ class Watcher:
             break_unwitnessed=not self._witnessed(q.broke_at()),
             paused=self.paused,
             probe=self.peer.probe_result(),
+            cluster=self.quorum.view() if self.quorum else None,
+            paused_no_quorum=self.paused_no_quorum,
         )
 
     def _witnessed(self, broke_at: float | None) -> bool:
@@ -277,6 +283,11 @@ class Watcher:
         if d.act is Act.PAUSE:
             await self.qemu.execute("stop")  # reversible: `cont` once the peer's word comes
             self.paused = True
+            self.paused_no_quorum = d.rule == "no-quorum"
+            return None
+        if d.act is Act.RESUME:
+            await self.qemu.execute("cont")
+            self.paused = self.paused_no_quorum = False
             sd_notify(STATUS=f"guest paused: {d.reason}")
             return None
         await self.failover(d.act, d.reason)
@@ -393,7 +404,7 @@ class Watcher:
                 failed, promoted = await self._run_script(how, t0)
                 if self.paused:  # the guest serves again, alone
                     await self.qemu.execute("cont")
-                    self.paused = False
+                    self.paused = self.paused_no_quorum = False
                 status, mode = await self._settled(was)
                 if mode == "none" and status == "running":
                     break
