@@ -103,5 +103,7 @@ def test_tc_script_refuses_a_missing_bridge(built):
 
 
 def test_tools_are_installed():
-    for tool in ("shellcheck", "systemd-analyze", "ip", "qemu-img"):
+    pacemaker = ("crm_verify", "crm_simulate", "cibadmin", "pacemakerd", "corosync", "ocf-tester",
+                 "xmllint")  # fmt: skip
+    for tool in ("shellcheck", "systemd-analyze", "ip", "qemu-img", *pacemaker):
         assert shutil.which(tool), f"{tool} missing: set up with README's test command"
