@@ -123,3 +123,16 @@ def test_takeover_leaves_a_beacon_for_the_joining_peers_probe(spec):
         addr = beacon["arguments"]["addr"]["data"]
         probe = script(pair.peer_of(host), "plan.json")["heartbeat"]["peer_qemu_probe"]
         assert (addr["host"], int(addr["port"])) == (probe["address"], probe["port"])
+
+
+@pytest.mark.parametrize("spec", COLO_VALID, ids=[p.stem for p in COLO_VALID])
+def test_either_host_watches_its_secondarys_output_once_it_is_primary(spec):
+    """After re-protection the spec's secondary is the COLO primary: its runner must watch
+    for a silent secondary there too (rule secondary-silent), on its own compare listener."""
+    pair, _files, script, argv = built(spec)
+    for host in pair.hosts:
+        output = script(host, "plan.json")["watch"]["secondary_output"]
+        listener = [a for a in argv(host, "qemu-primary.args" if host.role == "secondary"
+                                    else "qemu.args") if "id=compare1" in a]  # fmt: skip
+        assert output == {"address": host.address, "port": pair.replication.ports.compare}
+        assert f"host={host.address},port={output['port']}" in listener[0]

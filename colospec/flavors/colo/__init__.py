@@ -31,7 +31,8 @@ class ColoFlavor:
 
     def plan(self, pair: Pair, host: Host, scripts: dict[str, list[Command]]) -> dict[str, Any]:
         syntax, lay = known_syntax(pair.qemu.version), pair.layout(host)
-        # colo-compare's secondary_in (chardev SECONDARY_OUTPUT) listens here on the primary.
+        # colo-compare's secondary_in (chardev SECONDARY_OUTPUT) listens here whenever this
+        # host is the COLO primary: the spec's primary, or either host after re-protection.
         output = {"address": host.address, "port": pair.replication.ports.compare}
         before_qemu: list[plan.Step] = []
         if host.role == "secondary":
@@ -61,7 +62,7 @@ class ColoFlavor:
                     pair,
                     host,
                     pair.replication.checkpoint_delay_ms,
-                    output if host.role == "primary" else None,
+                    output,
                 ),
                 steps=plan.bring_up_steps(
                     host, before_qemu=before_qemu, before_start_colo=before_start
