@@ -11,6 +11,7 @@ Per run:
                 promoted  Pacemaker shows pa promoted on n2 (crm_mon)
   return      boot of n1 -> pa protected again (n1's instance started by Pacemaker, joins)
   partition   n2 cut off on every link (LAN and both replication links) ->
+                paused    n2's runners paused their guests (lost quorum) or are gone
                 serving   both secondaries (n1 for pa, n3 for pb) serve alone; this waits
                           for corosync to drop n2 (the runners act on silence only then)
                 promoted  Pacemaker shows both promoted on n1 and n3
@@ -28,8 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
-from clusterlab import NODES, ClusterLab  # noqa: E402
-from test_pacemaker_cluster import SERVING_ALONE, promoted_on  # noqa: E402
+from clusterlab import NODES, SERVING_ALONE, ClusterLab, promoted_on  # noqa: E402
 
 POLL_S = 0.01
 
@@ -69,12 +69,18 @@ def one_run() -> dict[str, float]:
         done: dict[str, float] = {}
 
         def both_serve() -> bool:
+            for pair in ("pa", "pb"):
+                status = lab.status(pair, "n2") or {}
+                if f"{pair} paused" not in done and status.get("vm_status") in (None, "paused"):
+                    done[f"{pair} paused"] = time.monotonic() - t0
             for key, pair, node in (("pa", "pa", "n1"), ("pb", "pb", "n3")):
                 if key not in done and serves(lab, pair, node):
                     done[key] = time.monotonic() - t0
-            return len(done) == 2
+            return len(done) == 4
 
         lab.wait_for("serving", both_serve, 60, POLL_S)
+        t["partition: n2 paused pa"], t["partition: n2 paused pb"] = (
+            done["pa paused"], done["pb paused"])  # fmt: skip
         t["partition: serving (pa)"], t["partition: serving (pb)"] = done["pa"], done["pb"]
         lab.wait_for("promoted",
                      lambda: promoted("n1", pa) == ["n1"] and promoted("n1", pb) == ["n3"],

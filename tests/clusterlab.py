@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ PAIRS = {
 }
 TOKEN_MS = 1000  # the notes' short token: a lost node is noticed in about 2 s
 OCF_PROVIDERS = ("heartbeat", "pacemaker")
+SERVING_ALONE = ("alone", "resyncing")  # status phases of a runner serving without a peer
 
 _INIT = r"""
 set -u
@@ -88,6 +90,19 @@ logging {{
     timestamp: on
 }}
 """
+
+
+def promoted_on(mon_xml: str, rid: str) -> list[str]:
+    """The nodes on which Pacemaker shows the clone's instance promoted (crm_mon XML)."""
+    root = ET.fromstring(mon_xml)
+    return [
+        node.get("name")
+        for clone in root.iter("clone")
+        if clone.get("id") == rid
+        for res in clone.iter("resource")
+        if res.get("role") == "Promoted"
+        for node in res.iter("node")
+    ]
 
 
 class ClusterLab:

@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from clusterlab import NODES, ClusterLab
+from clusterlab import NODES, SERVING_ALONE, ClusterLab, promoted_on
 
 pytestmark = [
     pytest.mark.integration,
@@ -29,24 +29,10 @@ pytestmark = [
     pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="needs /dev/kvm"),
 ]
 
-SERVING_ALONE = ("alone", "resyncing")
 # Pacemaker alone promotes 2.3–3.3 s after a node dies here; colospec's takeover after a
 # killed process is tens of ms (README, How fast is failover). The bound leaves room for
 # a loaded machine while staying below what Pacemaker could do.
 TAKEOVER_BOUND_S = 1.5
-
-
-def promoted_on(mon_xml: str, rid: str) -> list[str]:
-    """The nodes on which Pacemaker shows the clone's instance promoted (crm_mon XML)."""
-    root = ET.fromstring(mon_xml)
-    return [
-        node.get("name")
-        for clone in root.iter("clone")
-        if clone.get("id") == rid
-        for res in clone.iter("resource")
-        if res.get("role") == "Promoted"
-        for node in res.iter("node")
-    ]
 
 
 def history(mon_xml: str, node: str, rid: str) -> list[tuple[str, str]]:
@@ -110,17 +96,22 @@ def test_two_pairs_on_three_nodes():
         # ----- 4. n2 (both primaries) cut off from both other nodes on every link
         lab.isolate("n2")
         seen: dict[str, set] = {"pa": set(), "pb": set()}
+        last: dict[str, dict] = {}
 
         def secondaries_serve() -> bool:
             for pair in ("pa", "pb"):
-                status = lab.status(pair, "n2") or {}
-                seen[pair].add((status.get("phase"), status.get("vm_status")))
+                last[pair] = lab.status(pair, "n2") or {}
+                seen[pair].add((last[pair].get("phase"), last[pair].get("vm_status")))
             return (lab.status("pa", "n1") or {}).get("phase") in SERVING_ALONE and (
                 lab.status("pb", "n3") or {}
             ).get("phase") in SERVING_ALONE
 
         lab.wait_for("both secondaries serve in the quorate partition", secondaries_serve,
                      timeout=60, every=0.05)  # fmt: skip
+        # By then the cut-off side had paused its guests (or Pacemaker had stopped them).
+        for pair in ("pa", "pb"):
+            assert last[pair].get("vm_status") in (None, "paused"), last[pair]
+            assert last[pair].get("quorum") in (None, {"quorate": False, "peer_member": False})
         # ... and n2 keeps not serving until Pacemaker has stopped its instances there.
         lab.wait_for("n2's runners stopped (no quorum)",
                      lambda: secondaries_serve() and lab.status("pa", "n2") is None

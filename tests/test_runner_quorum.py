@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from colospec.runner import quorum
 from colospec.runner.quorum import UNKNOWN, ClusterView, QuorumWatch, parse_quorumtool
 
@@ -67,7 +65,20 @@ def test_no_answer_is_no_view():
 def test_unknown_or_stale_views_never_let_a_node_serve():
     watch = QuorumWatch("n2", lambda: None)
     assert watch.view() == UNKNOWN and not UNKNOWN.quorate and UNKNOWN.peer_member
-    watch._view, watch._at = ClusterView(True, False), time.monotonic()
-    assert watch.view() == ClusterView(True, False)
+    watch._record(ClusterView(True, True))
+    assert watch.view() == ClusterView(True, True)
     watch._at -= quorum.STALE_S + 0.1
     assert watch.view() == UNKNOWN
+
+
+def test_the_peer_counts_as_gone_only_once_it_has_been_out_for_the_settle_time():
+    watch = QuorumWatch("n2", lambda: None)
+    watch._record(ClusterView(True, False))
+    assert watch.view() == ClusterView(True, True)  # the cut-off side is still pausing
+    watch._peer_left_at -= quorum.SETTLE_S
+    assert watch.view() == ClusterView(True, False)
+    watch._record(ClusterView(True, False))  # still out: the first time counts
+    assert watch.view() == ClusterView(True, False)
+    watch._record(ClusterView(True, True))
+    watch._record(ClusterView(True, False))
+    assert watch.view() == ClusterView(True, True)  # back, then out again: a new wait

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +26,11 @@ TOOL_TIMEOUT_S = 2.0
 # A view older than this is not trusted: the tool hangs or fails when corosync is gone,
 # and a node whose corosync is gone is in no quorate partition.
 STALE_S = 2.0
+# The peer's node counts as a member until it has been out for this long. A node cut off
+# from the others loses quorum when they lose it (the same token timeout), then needs one
+# poll and a QMP `stop` to pause its guest; this side acts on its absence only after that.
+# (Fencing would make this unnecessary; without it, this is the guarantee.)
+SETTLE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -60,12 +66,24 @@ class QuorumWatch:
         self.peer_node, self.on_change = peer_node, on_change
         self._view: ClusterView | None = None
         self._at = 0.0
+        self._peer_left_at: float | None = None  # when corosync first showed it gone
         self._task: asyncio.Task | None = None
 
     def view(self) -> ClusterView:
-        if self._view is None or time.monotonic() - self._at > STALE_S:
+        now = time.monotonic()
+        if self._view is None or now - self._at > STALE_S:
             return UNKNOWN
+        left = self._peer_left_at
+        if not self._view.peer_member and (left is None or now - left < SETTLE_S):
+            return dataclasses.replace(self._view, peer_member=True)
         return self._view
+
+    def _record(self, view: ClusterView) -> None:
+        self._view, self._at = view, time.monotonic()
+        if view.peer_member:
+            self._peer_left_at = None
+        elif self._peer_left_at is None:
+            self._peer_left_at = self._at
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._poll(), name="quorum")
@@ -94,9 +112,11 @@ class QuorumWatch:
     async def _poll(self) -> None:
         before = None
         while True:
+            if self._peer_left_at is not None:
+                self.on_change()  # the settle time may have passed: decide again
             view = await self.ask()
             if view is not None:
-                self._view, self._at = view, time.monotonic()
+                self._record(view)
             now = self.view()
             if now != before:
                 log.warning("cluster: %s, the peer's node %s %s", "quorate" if now.quorate
