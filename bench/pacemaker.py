@@ -11,7 +11,7 @@ Per run:
                 promoted  Pacemaker shows pa promoted on n2 (crm_mon)
   return      boot of n1 -> pa protected again (n1's instance started by Pacemaker, joins)
   partition   n2 cut off on every link (LAN and both replication links) ->
-                paused    n2's runners paused their guests (lost quorum) or are gone
+                paused    n2's runners paused their guests: lost quorum (their log's stamp)
                 serving   both secondaries (n1 for pa, n3 for pb) serve alone; this waits
                           for corosync to drop n2 (the runners act on silence only then)
                 promoted  Pacemaker shows both promoted on n1 and n3
@@ -21,9 +21,12 @@ usage: python3 bench/pacemaker.py [RUNS]   (as root; default 3 runs)
 
 from __future__ import annotations
 
+import re
 import statistics
 import sys
+import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +35,40 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 from clusterlab import NODES, SERVING_ALONE, ClusterLab, promoted_on  # noqa: E402
 
 POLL_S = 0.01
+PAUSE_LINE = "decision pause (no-quorum)"
+STAMP = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) ")
+
+
+def first_times(predicates: dict, t0: float, timeout: float = 60) -> dict[str, float]:
+    """When each predicate first held, seconds after t0; each polled in its own thread, so
+    a slow answer (a cut-off runner's status) delays no other measurement."""
+    found: dict[str, float] = {}
+
+    def watch(name: str, predicate) -> None:
+        while time.monotonic() - t0 < timeout:
+            if predicate():
+                found[name] = time.monotonic() - t0
+                return
+            time.sleep(POLL_S)
+
+    threads = [threading.Thread(target=watch, args=item) for item in predicates.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    missing = set(predicates) - set(found)
+    assert not missing, f"never: {missing}"
+    return found
+
+
+def logged_after(log: Path, text: str, since: datetime) -> float:
+    """Seconds from `since` to the first runner log line holding text (its own stamp)."""
+    for line in log.read_text(errors="replace").splitlines():
+        if text in line and (m := STAMP.match(line)):
+            stamp = datetime.combine(since.date(), datetime.strptime(m[1], "%H:%M:%S.%f").time())
+            if stamp >= since:
+                return (stamp - since).total_seconds()
+    raise AssertionError(f"{log.name}: no {text!r} after {since}")
 
 
 def serves(lab: ClusterLab, pair: str, node: str) -> bool:
@@ -64,24 +101,19 @@ def one_run() -> dict[str, float]:
         lab.wait_for("protected", lambda: lab.protected("pa"), 120, 0.1)
         t["return: protected"] = time.monotonic() - t0
 
-        t0 = time.monotonic()
+        wall0, t0 = datetime.now(), time.monotonic()
         lab.isolate("n2")
-        done: dict[str, float] = {}
-
-        def both_serve() -> bool:
-            for pair in ("pa", "pb"):
-                status = lab.status(pair, "n2") or {}
-                if f"{pair} paused" not in done and status.get("vm_status") in (None, "paused"):
-                    done[f"{pair} paused"] = time.monotonic() - t0
-            for key, pair, node in (("pa", "pa", "n1"), ("pb", "pb", "n3")):
-                if key not in done and serves(lab, pair, node):
-                    done[key] = time.monotonic() - t0
-            return len(done) == 4
-
-        lab.wait_for("serving", both_serve, 60, POLL_S)
-        t["partition: n2 paused pa"], t["partition: n2 paused pb"] = (
-            done["pa paused"], done["pb paused"])  # fmt: skip
-        t["partition: serving (pa)"], t["partition: serving (pb)"] = done["pa"], done["pb"]
+        t |= first_times(
+            {
+                "partition: serving (pa)": lambda: serves(lab, "pa", "n1"),
+                "partition: serving (pb)": lambda: serves(lab, "pb", "n3"),
+            },
+            t0,
+        )
+        for pair in ("pa", "pb"):
+            t[f"partition: n2 paused {pair}"] = logged_after(
+                lab.tmp / "logs" / f"{lab.pairs[pair]}-n2.log", PAUSE_LINE, wall0
+            )
         lab.wait_for("promoted",
                      lambda: promoted("n1", pa) == ["n1"] and promoted("n1", pb) == ["n3"],
                      60, 0.05)  # fmt: skip
