@@ -48,10 +48,11 @@ def test_pair_reaches_colo_and_checkpoints(pair):
         s = pair.status(h)
         assert set(s) == {"role", "colo_mode", "vm_status", "qemu_pid", "peer", "last_failover",
                           "runner", "phase", "protected", "epoch",
-                          "heartbeats_rejected", "last_resync", "disk"}  # fmt: skip
+                          "heartbeats_rejected", "last_resync", "disk", "quorum"}  # fmt: skip
         assert s["runner"] == "running"
         assert (s["phase"], s["protected"], s["epoch"]) == ("colo", True, 0)
         assert s["heartbeats_rejected"] == 0
+        assert s["quorum"] is None  # no cluster manager
         assert s["disk"] == {"epoch": 0, "stale": False}
         assert (s["role"], s["colo_mode"]) == (role, role)
         assert s["vm_status"] in ("running", "colo")  # "colo" while a checkpoint is taken
