@@ -21,7 +21,6 @@ usage: python3 bench/pacemaker.py [RUNS]   (as root; default 3 runs)
 
 from __future__ import annotations
 
-import re
 import statistics
 import sys
 import threading
@@ -36,7 +35,6 @@ from clusterlab import NODES, SERVING_ALONE, ClusterLab, promoted_on  # noqa: E4
 
 POLL_S = 0.01
 PAUSE_LINE = "decision pause (no-quorum)"
-STAMP = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) ")
 
 
 def first_times(predicates: dict, t0: float, timeout: float = 60) -> dict[str, float]:
@@ -59,16 +57,6 @@ def first_times(predicates: dict, t0: float, timeout: float = 60) -> dict[str, f
     missing = set(predicates) - set(found)
     assert not missing, f"never: {missing}"
     return found
-
-
-def logged_after(log: Path, text: str, since: datetime) -> float:
-    """Seconds from `since` to the first runner log line holding text (its own stamp)."""
-    for line in log.read_text(errors="replace").splitlines():
-        if text in line and (m := STAMP.match(line)):
-            stamp = datetime.combine(since.date(), datetime.strptime(m[1], "%H:%M:%S.%f").time())
-            if stamp >= since:
-                return (stamp - since).total_seconds()
-    raise AssertionError(f"{log.name}: no {text!r} after {since}")
 
 
 def serves(lab: ClusterLab, pair: str, node: str) -> bool:
@@ -111,9 +99,9 @@ def one_run() -> dict[str, float]:
             t0,
         )
         for pair in ("pa", "pb"):
-            t[f"partition: n2 paused {pair}"] = logged_after(
-                lab.tmp / "logs" / f"{lab.pairs[pair]}-n2.log", PAUSE_LINE, wall0
-            )
+            paused = lab.logged_at(pair, "n2", PAUSE_LINE, wall0)
+            assert paused is not None, f"n2 never paused {pair}'s guest"
+            t[f"partition: n2 paused {pair}"] = (paused - wall0).total_seconds()
         lab.wait_for("promoted",
                      lambda: promoted("n1", pa) == ["n1"] and promoted("n1", pb) == ["n3"],
                      60, 0.05)  # fmt: skip

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,10 @@ PAIRS = {
 }
 TOKEN_MS = 1000  # the notes' short token: a lost node is noticed in about 2 s
 OCF_PROVIDERS = ("heartbeat", "pacemaker")
-SERVING_ALONE = ("alone", "resyncing")  # status phases of a runner serving without a peer
+SERVING_ALONE = ("alone", "resyncing")
+LOG_STAMP = re.compile(
+    r"^(\d\d:\d\d:\d\d\.\d{3}) "
+)  # status phases of a runner serving without a peer
 
 _INIT = r"""
 set -u
@@ -331,6 +336,19 @@ class ClusterLab:
                 raise AssertionError(f"timed out waiting for {what}\n{self.describe()}")
             time.sleep(every)
 
+    def logged_at(self, pair: str, n: str, text: str, since: datetime) -> datetime | None:
+        """The stamp of the first line of that runner's log holding text, at or after since."""
+        log = self.tmp / "logs" / f"{self.pairs[pair]}-{n}.log"
+        for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+            if text in line and (m := LOG_STAMP.match(line)):
+                clock = datetime.strptime(m[1], "%H:%M:%S.%f").time()
+                stamp = datetime.combine(since.date(), clock)
+                if stamp < since - timedelta(hours=12):  # the run crossed midnight
+                    stamp += timedelta(days=1)
+                if stamp >= since:
+                    return stamp
+        return None
+
     def protected(self, pair: str) -> bool:
         a, b = PAIRS[pair][:2]
         return all((s := self.status(pair, n)) and s.get("protected") for n in (a, b))
@@ -338,8 +356,13 @@ class ClusterLab:
     def describe(self) -> str:
         parts = []
         for log in sorted((self.tmp / "logs").glob("*.log")):
-            parts.append(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}")
+            lines = log.read_text(errors="replace").splitlines()
+            parts.append(f"--- {log.name} ---\n" + "\n".join(lines[-40:]))
         for n in NODES:
+            log = self.node_dir(n) / "var/log/pacemaker/pacemaker.log"
+            agent = [line for line in (log.read_text(errors="replace").splitlines()
+                     if log.exists() else []) if "colospec-ocf" in line]  # fmt: skip
+            parts.append(f"--- agent on {n} ---\n" + "\n".join(agent[-15:]))
             with contextlib.suppress(Exception):
                 if self.inits.get(n) and self.inits[n].poll() is None:
                     parts.append(f"--- crm_mon {n} ---\n{self.on(n, 'crm_mon', '-1').stdout}")

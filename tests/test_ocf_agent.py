@@ -97,7 +97,13 @@ class FakeNode:
         # A node outside the quorate partition never counts as serving.
         ({**ALONE, "quorum": {"quorate": False}}, True, agent.OCF_FAILED_PROMOTED, 0),
         ({**PRIMARY, "quorum": {"quorate": True}}, True, agent.OCF_RUNNING_PROMOTED, 100),
-        ({**PRIMARY, "vm_status": "paused"}, False, agent.OCF_SUCCESS, agent.SCORE_NONE),
+        # Paused by a checkpoint or a re-protection's attach: still the one that serves.
+        (
+            {**ALONE, "phase": "resyncing", "vm_status": "paused"},
+            True,
+            agent.OCF_RUNNING_PROMOTED,
+            agent.SCORE_SERVING,
+        ),
     ],
 )
 def test_monitor(status, promoted, code, score):

@@ -80,8 +80,11 @@ def quorum_lost(status: dict[str, Any]) -> bool:
 
 
 def serving(status: dict[str, Any]) -> bool:
-    """The runner serves the guest: COLO primary, or alone (and its node has quorum)."""
-    if quorum_lost(status) or status.get("vm_status") == "paused":
+    """The runner serves the guest: COLO primary, or alone (and its node has quorum).
+
+    From the runner's phase and role, never from QEMU's run state: the guest pauses at
+    every checkpoint and while a re-protection attaches the peer, and stays served."""
+    if quorum_lost(status):
         return False
     phase = status.get("phase")
     return phase in SERVING_PHASES or (phase == "colo" and status.get("role") == "primary")

@@ -28,6 +28,9 @@ CLONE_META = {
     "resource-stickiness": "100",
     # A failed runner is restarted in place, never moved: only two hosts can run it.
     "migration-threshold": "3",
+    # A node cut off from the quorum records its promoted instance as failed (it no longer
+    # serves); that must not count against the node for good once it is back.
+    "failure-timeout": "60s",
 }
 # Below the agent's 10 for an in-sync secondary and 100 where the guest runs.
 FIRST_PRIMARY_SCORE = 5
