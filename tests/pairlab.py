@@ -85,10 +85,11 @@ else:
 GUEST_IP = "10.66.0.50"
 
 
-def tcg_qemu() -> str:
-    """The QEMU 7.2 with the COLO-under-TCG fix (tests/qemu-tcg), built once and cached."""
+def tcg_qemu(line: str = "7.2") -> str:
+    """The QEMU of this line (7.2, 10.0) with the COLO-under-TCG fix (tests/qemu-tcg),
+    built once and cached."""
     script = ROOT / "tests/qemu-tcg/build-qemu.sh"
-    done = subprocess.run([str(script)], stdout=subprocess.PIPE, text=True, check=True,
+    done = subprocess.run([str(script), line], stdout=subprocess.PIPE, text=True, check=True,
                           timeout=3600)  # fmt: skip
     return done.stdout.strip().splitlines()[-1]
 
@@ -105,7 +106,8 @@ class PairLab:
     ):
         """guest=False: firmware-only VMs under KVM with stock QEMU. guest=True: the Linux
         test guest (tests/guest) under TCG on the fixed QEMU, serving at GUEST_IP.
-        qemu: (binary, qemu.version) of another QEMU (tests/qemu-versions/fetch-qemu.sh)."""
+        qemu: (binary, qemu.version) of another QEMU (tests/qemu-versions/fetch-qemu.sh;
+        with guest=True a fixed one: (tcg_qemu("10.0"), "10.0"))."""
         self.guest = guest
         self.qemu = qemu
         self.failover = failover
@@ -195,7 +197,8 @@ class PairLab:
         if self.guest:
             from guestlib import guest_files, kernel_append
 
-            binary = tcg_qemu()
+            if self.qemu is None:
+                binary = tcg_qemu()
             vmlinuz, initrd = guest_files()
             vm |= {
                 "memory_mib": 256, "accel": "tcg",

@@ -82,34 +82,38 @@ def parse_diff(text: str) -> dict[str, list[list[str]]]:
 FILES = ["migration/colo.c", "migration/ram.c", "softmmu/cpu-timers.c", "softmmu/physmem.c"]
 
 
-def patch_problems(text: str) -> list[str]:
-    """What is wrong with the patch; [] when it makes exactly the two documented fixes."""
+def patch_problems(
+    text: str, dirs: str = "softmmu", lock: str = LOCK, unlock: str = UNLOCK
+) -> list[str]:
+    """What is wrong with the patch; [] when it makes exactly the documented fixes.
+    dirs, lock, unlock: where the line keeps physmem.c and cpu-timers.c, its lock helpers."""
     try:
         files = parse_diff(text)
     except (AssertionError, IndexError) as e:
         return [f"malformed diff: {e}"]
-    if sorted(files) != FILES:
-        return [f"touches {sorted(files)}, not exactly {FILES}"]
+    expected = sorted(f.replace("softmmu/", f"{dirs}/") for f in FILES)
+    if sorted(files) != expected:
+        return [f"touches {sorted(files)}, not exactly {expected}"]
     return (
-        colo_lock_problems(files["migration/colo.c"])
-        + rearm_problems(files)
-        + tick_problems(files["softmmu/cpu-timers.c"])
+        colo_lock_problems(files["migration/colo.c"], lock, unlock)
+        + rearm_problems(files, dirs)
+        + tick_problems(files[f"{dirs}/cpu-timers.c"])
     )
 
 
-def colo_lock_problems(hunks: list[list[str]]) -> list[str]:
+def colo_lock_problems(hunks: list[list[str]], lock: str = LOCK, unlock: str = UNLOCK) -> list[str]:
     """Fix 1: the lock directly around the one qemu_savevm_live_state() call, nothing else."""
     if len(hunks) != 1:
         return [f"colo.c: {len(hunks)} hunks, expected one"]
     hunk = [line[0] + line[1:].strip() for line in hunks[0]]  # tag + code, spacing ignored
     changed = [line for line in hunk if line[0] in "+-"]
-    if changed != [f"+{LOCK}", f"+{UNLOCK}"]:
-        return [f"changes {changed}, expected only +{LOCK} and +{UNLOCK}"]
-    at = hunk.index(f"+{LOCK}")
+    if changed != [f"+{lock}", f"+{unlock}"]:
+        return [f"changes {changed}, expected only +{lock} and +{unlock}"]
+    at = hunk.index(f"+{lock}")
     if not (hunk[at + 1 : at + 2] and hunk[at + 1].startswith(f" {SAVE}")):
-        return [f"{LOCK} is not directly before {SAVE}...)"]
-    if hunk[at + 2 : at + 3] != [f"+{UNLOCK}"]:
-        return [f"{UNLOCK} is not directly after {SAVE}...)"]
+        return [f"{lock} is not directly before {SAVE}...)"]
+    if hunk[at + 2 : at + 3] != [f"+{unlock}"]:
+        return [f"{unlock} is not directly after {SAVE}...)"]
     return []
 
 
@@ -129,14 +133,14 @@ def tick_problems(hunks: list[list[str]]) -> list[str]:
     return []
 
 
-def rearm_problems(files: dict[str, list[list[str]]]) -> list[str]:
+def rearm_problems(files: dict[str, list[list[str]]], dirs: str = "softmmu") -> list[str]:
     """Fix 2: TCG's dirty tracking re-armed after every sync, on both sides of COLO."""
     problems = []
     if _code(files["migration/ram.c"], "+") != ["memory_global_after_dirty_log_sync();"]:
         problems.append("ram.c: expected only memory_global_after_dirty_log_sync() added")
     if _code(files["migration/ram.c"], "-"):
         problems.append("ram.c: removes code")
-    added = _code(files["softmmu/physmem.c"], "+")
+    added = _code(files[f"{dirs}/physmem.c"], "+")
     if "tlb_flush(cpu);" not in added or not any("run_on_cpu(" in a for a in added):
         problems.append("physmem.c: the after-sync hook must flush the vCPU's TLB")
     return problems
@@ -259,6 +263,97 @@ def test_patched_qemu_has_colo_commands():
 def test_patched_qemu_starts_a_tcg_pc_with_debian_firmware():
     status, kvm = run_and_query(
         patched_qemu(), ["-accel", "tcg", "-machine", "pc"], "query-status", "query-kvm"
+    )
+    assert status["status"] == "prelaunch", status
+    assert kvm["enabled"] is False, kvm
+
+
+# ----- QEMU 10.0 (build-qemu.sh 10.0, colo-tcg-10.0.patch) ------------------------------
+
+PATCH_10_0 = HERE / "colo-tcg-10.0.patch"
+CACHE_10_0 = Path(
+    os.environ.get("COLOSPEC_QEMU_CACHE_10_0", "/var/cache/colospec-test/qemu-10.0-colo-tcg")
+)
+BQL = {"dirs": "system", "lock": "bql_lock();", "unlock": "bql_unlock();"}
+
+
+def test_patch_10_0_makes_the_same_fixes_with_10_0_names():
+    assert patch_problems(PATCH_10_0.read_text(), **BQL) == []
+
+
+def test_patch_10_0_check_catches_the_7_2_lock_helpers():
+    text = (
+        PATCH_10_0.read_text()
+        .replace("+    bql_lock();", f"+    {LOCK}")
+        .replace("+    bql_unlock();", f"+    {UNLOCK}")
+    )
+    assert any("expected only +bql_lock();" in p for p in patch_problems(text, **BQL))
+
+
+def test_patch_10_0_header_says_what_was_checked():
+    header = PATCH_10_0.read_text().split("\n--- a/", 1)[0]
+    for words in (
+        "bql_lock()",
+        "system/",
+        "qemu_savevm_live_state",
+        "cpu_physical_memory_dirty_bits_cleared",  # 10.0's own, partial, TLB reset
+        "colo_flush_ram_cache",
+        "cpu_ticks_prev",
+        "1:10.0.13+ds-0+deb13u1",
+    ):
+        assert words in header, words
+
+
+def test_build_script_refuses_an_unknown_line():
+    for args in (["9.2"], ["7.2", "10.0"]):
+        result = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2, result.stderr
+        assert "usage:" in result.stderr
+
+
+def patched_qemu_10_0() -> str:
+    """The cached patched QEMU 10.0; skip (or fail with COLOSPEC_NEED_TCG_QEMU=1) when absent."""
+    binary, stamp = CACHE_10_0 / "bin" / "qemu-system-x86_64", CACHE_10_0 / "stamp"
+    wanted = "".join(
+        f"{name}-sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}\n"
+        for name, path in (("patch", PATCH_10_0), ("script", SCRIPT))
+    )
+    problem = None
+    if not os.access(binary, os.X_OK):
+        problem = f"{binary} does not exist"
+    elif not stamp.is_file() or not stamp.read_text().startswith(wanted):
+        problem = f"{binary} was built from another patch or script (stamp {stamp} differs)"
+    if problem:
+        message = f"{problem}: run tests/qemu-tcg/build-qemu.sh 10.0 (as root) to build it"
+        if os.environ.get("COLOSPEC_NEED_TCG_QEMU_10_0") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(binary)
+
+
+def test_patched_qemu_10_0_is_trixies_10_0_with_the_patch():
+    from colospec.versions import defects_for
+
+    result = subprocess.run(
+        [patched_qemu_10_0(), "--version"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    m = re.match(r"QEMU emulator version (10\.0\.\d+) \(Debian 1:10\.0\.\d+\+ds-", first)
+    assert m, first
+    assert "colospec colo-tcg" in first, first
+    assert defects_for(m.group(1), "tcg", first) == []  # neither the deadlock nor 10.0.0-10.0.6
+
+
+def test_patched_qemu_10_0_has_colo_commands():
+    [schema] = run_and_query(patched_qemu_10_0(), ["-machine", "none"], "query-qmp-schema")
+    commands = {e["name"] for e in schema if e["meta-type"] == "command"}
+    assert "x-colo-lost-heartbeat" in commands
+
+
+def test_patched_qemu_10_0_starts_a_tcg_pc_with_debian_firmware():
+    status, kvm = run_and_query(
+        patched_qemu_10_0(), ["-accel", "tcg", "-machine", "pc"], "query-status", "query-kvm"
     )
     assert status["status"] == "prelaunch", status
     assert kvm["enabled"] is False, kvm

@@ -1,24 +1,69 @@
 #!/bin/bash
-# Build Debian 12's QEMU 7.2 (qemu-system-x86_64 only) with colo-tcg.patch, which makes
-# COLO work under TCG, into a cache directory outside the repository, and reuse it when present.
+# Build Debian's QEMU (qemu-system-x86_64 only) with the COLO-under-TCG patch of that QEMU
+# line into a cache directory outside the repository, and reuse it when present.
 #
-#   tests/qemu-tcg/build-qemu.sh        # prints the binary's path as the last line of stdout
+#   tests/qemu-tcg/build-qemu.sh [VERSION]  # VERSION: 7.2 (default) or 10.0; prints the
+#                                           # binary's path as the last line of stdout
 #
-# COLOSPEC_QEMU_CACHE  cache directory (default /var/cache/colospec-test/qemu-7.2-colo-tcg);
-#                      holds bin/qemu-system-x86_64 and a stamp with the SHA-256 of the patch
-#                      and of this script. A matching stamp means no rebuild.
+# 7.2   Debian 12's qemu 1:7.2+dfsg-* with colo-tcg.patch.
+# 10.0  Debian 13's (trixie's) qemu 1:10.0.*+ds-*, the newest, at least 10.0.7 (10.0.0-10.0.6
+#       never enter COLO), with colo-tcg-10.0.patch.
 #
-# A build (several minutes; root, network to the Debian mirror) adds a deb-src entry for
-# bookworm if none is configured, installs the build dependencies, runs `apt-get source qemu`
-# (which applies Debian's patch series), applies the patch, configures and builds. Progress
-# goes to stderr; the build tree is removed afterwards.
+# COLOSPEC_QEMU_CACHE       7.2's cache directory (default
+#                           /var/cache/colospec-test/qemu-7.2-colo-tcg)
+# COLOSPEC_QEMU_CACHE_10_0  10.0's (default /var/cache/colospec-test/qemu-10.0-colo-tcg)
+#                      Each holds bin/qemu-system-x86_64 and a stamp with the SHA-256 of its
+#                      patch and of this script. A matching stamp means no rebuild.
+# COLOSPEC_DEBIAN_MIRROR    10.0's source mirror, default http://deb.debian.org/debian
+# COLOSPEC_DEBIAN_SECURITY  default http://deb.debian.org/debian-security
+#
+# A build (several minutes; root, network to the Debian mirror) installs the build
+# dependencies, runs `apt-get source qemu` (which applies Debian's patch series), applies the
+# patch, configures and builds. For 7.2 it adds a deb-src entry for bookworm to the system's
+# apt if none is configured; for 10.0 apt runs with a private configuration (its own
+# sources.list with trixie's deb-src, lists and cache in the build tree): /etc/apt is not
+# touched. Debian's 10.0 source lacks the meson wheel that QEMU >= 9 ships in python/wheels
+# (and bookworm's meson is too old), so pip downloads that one wheel, pinned by its hash.
+# Progress goes to stderr; the build tree is removed afterwards.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 script=$here/$(basename "${BASH_SOURCE[0]}")
-patch_file=$here/colo-tcg.patch
 repo=$(cd "$here/../.." && pwd)
-cache=$(realpath -m -- "${COLOSPEC_QEMU_CACHE:-/var/cache/colospec-test/qemu-7.2-colo-tcg}")
+
+usage() {
+    printf 'usage: %s [VERSION]    (VERSION: 7.2 (default) | 10.0)\n' "$0" >&2
+    exit 2
+}
+(($# <= 1)) || usage
+line=${1:-7.2}
+# Per QEMU line: the patch, the cache, the Debian source versions to take (an extended regex
+# on the source version, and the lowest acceptable one), and what configure needs besides.
+case $line in
+7.2)
+    patch_file=$here/colo-tcg.patch
+    cache_dir=${COLOSPEC_QEMU_CACHE:-/var/cache/colospec-test/qemu-7.2-colo-tcg}
+    source_versions='^1:7\.2\+dfsg-'
+    lowest_version=1:7.2
+    line_packages=()
+    line_configure=(--with-git-submodules=ignore)
+    need_mib=1536 # scratch space next to the cache
+    ;;
+10.0)
+    patch_file=$here/colo-tcg-10.0.patch
+    cache_dir=${COLOSPEC_QEMU_CACHE_10_0:-/var/cache/colospec-test/qemu-10.0-colo-tcg}
+    source_versions='^1:10\.0\.[0-9]+\+ds-'
+    lowest_version=1:10.0.7
+    line_packages=(python3-venv debian-archive-keyring)
+    # --disable-download: no meson wraps from the network (the subprojects it needs are in
+    # Debian's source). --disable-install-blobs: Debian's source has no firmware blobs
+    # (the binary uses Debian's packages'). Debian's python3: configure makes its venv.
+    line_configure=(--disable-download --disable-install-blobs --python=/usr/bin/python3)
+    need_mib=2560 # the source alone unpacks to 0.4 GiB (Debian keeps the firmware sources)
+    ;;
+*) usage ;;
+esac
+cache=$(realpath -m -- "$cache_dir")
 binary=$cache/bin/qemu-system-x86_64
 stamp=$cache/stamp
 
@@ -61,6 +106,8 @@ case $cache/ in
 /) die "COLOSPEC_QEMU_CACHE must not be /" ;;
 esac
 [[ $(id -u) -eq 0 ]] || die "building needs root (apt-get, $cache); run as root"
+[[ $line == 7.2 || $cache != "$(realpath -m -- "${COLOSPEC_QEMU_CACHE:-/var/cache/colospec-test/qemu-7.2-colo-tcg}")" ]] ||
+    die "$line's cache $cache is 7.2's; set COLOSPEC_QEMU_CACHE_10_0 elsewhere"
 for tool in apt-get apt-cache dpkg-query flock sha256sum; do
     command -v "$tool" >/dev/null || die "$tool not found: this script needs Debian 12 (bookworm)"
 done
@@ -97,7 +144,7 @@ rm -rf -- "$parent/.$(basename "$cache").build."*
 
 step="checking free disk space under $parent"
 free_mib=$(df --output=avail -BM -- "$parent" | tail -n 1 | tr -dc 0-9)
-((free_mib >= 1536)) || die "only ${free_mib} MiB free under $parent; the build needs about 1.5 GiB"
+((free_mib >= need_mib)) || die "only ${free_mib} MiB free under $parent; the build needs about $need_mib MiB"
 
 # --- deb-src for bookworm ---------------------------------------------------------------
 targets() { # configured apt index targets: "RELEASE COMPONENT SOURCESENTRY", filtered
@@ -158,23 +205,56 @@ add_deb_src() {
     fi
 }
 
-qemu_72_versions() {
-    apt-cache showsrc qemu 2>/dev/null | sed -n 's/^Version: //p' | grep '^1:7\.2+dfsg-' || true
+# --- trixie's deb-src, privately (10.0) ---------------------------------------------------
+private_apt() { # DIR: a private apt configuration with deb-src for trixie, its lists updated
+    local dir=$1 keyring=/usr/share/keyrings/debian-archive-keyring.gpg entry
+    local mirror=${COLOSPEC_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+    local security=${COLOSPEC_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
+    [[ -r $keyring ]] || die "$keyring is missing (package debian-archive-keyring)"
+    mkdir -p "$dir/etc/parts" "$dir/lists/partial" "$dir/cache/archives/partial"
+    : >"$dir/status"
+    : >"$dir/etc/preferences"
+    for entry in "$mirror trixie" "$mirror trixie-updates" "$security trixie-security"; do
+        printf 'deb-src [signed-by=%s] %s main\n' "$keyring" "$entry"
+    done >"$dir/etc/sources.list"
+    if id _apt >/dev/null 2>&1; then # apt downloads as _apt; without this it warns "unsandboxed"
+        chown _apt "$dir/lists/partial" "$dir/cache/archives/partial"
+    fi
+    apt_opts=(
+        -o "Dir::Etc::sourcelist=$dir/etc/sources.list"
+        -o "Dir::Etc::sourceparts=$dir/etc/parts"
+        -o "Dir::Etc::preferences=$dir/etc/preferences"
+        -o "Dir::Etc::preferencesparts=$dir/etc/parts"
+        -o "Dir::State::Lists=$dir/lists"
+        -o "Dir::State::status=$dir/status"
+        -o "Dir::Cache=$dir/cache"
+        -o Acquire::Languages=none
+        -o Debug::NoLocking=true
+    )
+    apt-get "${apt_opts[@]}" -q update
+}
+
+apt_opts=() # the private configuration's options (10.0); none for 7.2: the system's apt
+qemu_versions() {
+    apt-cache "${apt_opts[@]}" showsrc qemu 2>/dev/null | sed -n 's/^Version: //p' |
+        grep -E "$source_versions" || true
 }
 
 need_update=no
-step="checking apt's deb-src entries"
-if has_bookworm_src; then
-    log "a deb-src entry for bookworm main is already configured"
-else
-    add_deb_src
-    need_update=yes
+if [[ $line == 7.2 ]]; then
+    step="checking apt's deb-src entries"
+    if has_bookworm_src; then
+        log "a deb-src entry for bookworm main is already configured"
+    else
+        add_deb_src
+        need_update=yes
+    fi
+    [[ -n $(qemu_versions) ]] || need_update=yes
 fi
-[[ -n $(qemu_72_versions) ]] || need_update=yes
 
 step="checking the needed packages"
 missing=()
-for pkg in "${packages[@]}"; do
+for pkg in "${packages[@]}" "${line_packages[@]}"; do
     [[ $(dpkg-query -W -f '${db:Status-Status}' "$pkg" 2>/dev/null) == installed ]] ||
         missing+=("$pkg")
 done
@@ -189,31 +269,52 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-step="choosing the qemu 7.2 source version"
+work=$(mktemp -d "$parent/.$(basename "$cache").build.XXXXXX")
+chmod 0755 "$work"
+if [[ $line == 10.0 ]]; then
+    step="apt-get update (a private configuration with deb-src for trixie)"
+    log "$step"
+    private_apt "$work/apt"
+fi
+
+step="choosing the qemu $line source version"
 version=
-for v in $(qemu_72_versions); do
+for v in $(qemu_versions); do
+    dpkg --compare-versions "$v" ge "$lowest_version" || continue
     if [[ -z $version ]] || dpkg --compare-versions "$v" gt "$version"; then
         version=$v
     fi
 done
-[[ -n $version ]] || die "apt knows no qemu 1:7.2+dfsg-* source package; is the deb-src entry for bookworm right?"
+if [[ -z $version ]]; then
+    [[ $line == 7.2 ]] && die "apt knows no qemu 1:7.2+dfsg-* source package; is the deb-src entry for bookworm right?"
+    die "trixie has no qemu source package from $lowest_version on matching $source_versions"
+fi
 log "using Debian source package qemu $version"
 
 # --- fetch, patch, build ----------------------------------------------------------------
-work=$(mktemp -d "$parent/.$(basename "$cache").build.XXXXXX")
-chmod 0755 "$work"
 mkdir "$work/src"
 if id _apt >/dev/null 2>&1; then
     chown _apt "$work/src" # lets apt download without its "unsandboxed as root" warning
 fi
 
 step="apt-get source qemu=$version"
-log "$step (downloads ~24 MB, unpacks and applies Debian's patch series)"
-(cd "$work/src" && apt-get source -q "qemu=$version")
+log "$step (downloads 24-40 MB, unpacks and applies Debian's patch series)"
+(cd "$work/src" && apt-get "${apt_opts[@]}" source -q "qemu=$version")
 srcdirs=("$work"/src/qemu-*/)
 [[ ${#srcdirs[@]} -eq 1 && -f ${srcdirs[0]}configure ]] || die "apt-get source left no QEMU source tree in $work/src"
 src=${srcdirs[0]%/}
 [[ -s $src/.pc/applied-patches ]] || die "Debian's patch series was not applied in $src"
+
+if [[ $line == 10.0 ]] && ! compgen -G "$src/python/wheels/meson-*.whl" >/dev/null; then
+    # The wheel QEMU 10.0's own tarball ships (pythondeps.toml: installed = "1.5.0").
+    step="downloading meson 1.5.0 into python/wheels"
+    log "$step (pip, pinned by hash)"
+    /usr/bin/python3 -m venv "$work/pip"
+    printf '%s\n' 'meson==1.5.0 --hash=sha256:52b34f4903b882df52ad0d533146d4b992c018ea77399f825579737672ae7b20' >"$work/meson.txt"
+    mkdir -p "$src/python/wheels"
+    "$work/pip/bin/pip" download -q --no-deps --only-binary=:all: --require-hashes \
+        -r "$work/meson.txt" -d "$src/python/wheels"
+fi
 
 step="applying $(basename "$patch_file")"
 log "$step"
@@ -228,7 +329,7 @@ mkdir "$src/build"
     --prefix="$cache" --sysconfdir=/etc --localstatedir=/var \
     --firmwarepath="$firmware_path" \
     --with-pkgversion="Debian $version + colospec colo-tcg" \
-    --with-git-submodules=ignore \
+    "${line_configure[@]}" \
     --enable-kvm --enable-tcg --enable-replication --enable-slirp \
     --disable-docs --disable-tools --disable-user --disable-xen \
     --disable-gtk --disable-sdl --disable-sdl-image --disable-opengl --disable-virglrenderer \
@@ -237,7 +338,7 @@ mkdir "$src/build"
     --disable-png --disable-vnc-jpeg --disable-vnc-sasl)
 
 step="building qemu-system-x86_64"
-log "$step (about 3 minutes on 2 cores)"
+log "$step (on 2 idle cores about 3 minutes for 7.2, 4 for 10.0)"
 ninja_started=$SECONDS
 ninja -C "$src/build" qemu-system-x86_64
 ninja_seconds=$((SECONDS - ninja_started))
@@ -246,7 +347,7 @@ log "ninja took ${ninja_seconds}s"
 step="checking the built binary"
 built=$src/build/qemu-system-x86_64
 built_version=$("$built" --version)
-[[ $built_version == "QEMU emulator version 7.2"* ]] || die "$built reports: $built_version"
+[[ $built_version == "QEMU emulator version $line"* ]] || die "$built reports: $built_version"
 
 step="installing into $cache"
 mkdir -p "$cache/bin"
