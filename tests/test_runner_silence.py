@@ -21,6 +21,16 @@ def test_guest_output_and_nothing_from_the_secondary_for_a_window_is_silence():
     assert watch((0, 0, 500), (1.5, MIN_GUEST_BYTES, 500), (3, 2 * MIN_GUEST_BYTES, 500)).silent()
 
 
+def test_a_guest_slowed_to_the_checkpoint_rate_by_a_silent_secondary_is_silence():
+    """Measured on QEMU 10.0 (2 s checkpoints, a 6 s window): the client's echoes and
+    records come back only at each checkpoint, 480 bytes each time, and nothing ever
+    from the secondary."""
+    w = SilenceWatch(6.0)
+    for i in range(5):
+        w.add(Sample(15274.9 + 2 * i, 1746 + 480 * i, 0))
+    assert w.silent()
+
+
 def test_not_silent_before_a_whole_window_has_passed():
     assert not watch((0, 0, 500), (2.9, 10 * MIN_GUEST_BYTES, 500)).silent()
 

@@ -117,6 +117,13 @@ def serving(lab: PairLab) -> Traffic | None:
     except AssertionError:
         if traffic.errors:
             raise
-        traffic.close()
-        return None
+        # Few echoes: a silent secondary NIC, which the primary's runner drops within its
+        # window (secondary-silent), or only a loaded machine, where it keeps COLO.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if lab.ask("a", {"cmd": "status"})["phase"] == "alone":
+                traffic.close()
+                return None
+            time.sleep(0.5)
+        traffic.wait_echoes(50, timeout=60)
     return traffic
