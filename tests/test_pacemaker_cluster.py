@@ -133,7 +133,10 @@ def test_two_pairs_on_three_nodes():
         lab.wait_for("both pairs protected after the partition",
                      lambda: lab.protected("pa") and lab.protected("pb"), timeout=180,
                      every=0.5)  # fmt: skip
-        assert promoted("n2", pa) == ["n1"] and promoted("n2", pb) == ["n3"]
+        # n2's own view (its CIB) catches up with the cluster's after it rejoined.
+        lab.wait_for("n2's Pacemaker sees both promoted where they serve",
+                     lambda: promoted("n2", pa) == ["n1"] and promoted("n2", pb) == ["n3"],
+                     timeout=60, every=0.5)  # fmt: skip
         # The only failures: n2's own record, while cut off, that its promoted instances no
         # longer served (they expire after the clone's failure-timeout).
         cut_off = {(f["node"], f["exitstatus"]) for f in failures(lab.crm_mon("n1"))}

@@ -41,6 +41,7 @@ COLO_TIMEOUT_S = 300  # the first checkpoint carries the whole RAM
 STOP_TIMEOUT_S = 2.0
 YANK_NODES = ("resync0", "nbd0")
 POLL_S = 0.05
+RESUME_TIMEOUT_S = 60.0  # a rollback's wait for the guest to run again
 
 
 class ResyncFailed(RunError):
@@ -218,12 +219,30 @@ class Resync:
                 await self.qemu.execute(command["execute"], command.get("arguments"), timeout=10)
             except RunError:
                 failed.append(command["execute"])
-        status = None
-        try:
-            status = (await self.qemu.execute("query-status"))["status"]
-            if status != "running":
-                await self.qemu.execute("cont")
-        except RunError as exc:
-            log.error("re-protection rollback: the guest may not run (%s): %s", status, exc)
+        await self._resume_guest()
         log.warning("re-protection rolled back in %.0f ms (commands with nothing to undo: %s)",
                     elapsed_ms(t0), ", ".join(failed) or "-")  # fmt: skip
+
+    async def _resume_guest(self) -> None:
+        """Until the guest runs again. A migration cancelled in its last stage keeps the VM
+        in finish-migrate (`cont` refuses: "Migration is not finalized yet") until its
+        thread lets go, which the yank in the rollback hastens: keep cancelling, then
+        `cont`. Seen when the joiner was cut off mid-migration: one `cont` left the
+        serving guest paused for good."""
+        deadline, status, error = time.monotonic() + RESUME_TIMEOUT_S, None, None
+        while True:
+            try:
+                status = (await self.qemu.execute("query-status"))["status"]
+                if status == "running":
+                    return
+                if status == "finish-migrate":
+                    await self.qemu.execute("migrate_cancel")
+                else:
+                    await self.qemu.execute("cont")
+            except RunError as exc:
+                error = exc
+            if time.monotonic() > deadline:
+                log.error("re-protection rollback: the guest does not run (%s) after %.0f s: %s",
+                          status, RESUME_TIMEOUT_S, error)  # fmt: skip
+                return
+            await asyncio.sleep(POLL_S * 2)
