@@ -52,6 +52,17 @@ def write_key_file(path: Path, force: bool = False) -> None:
     os.replace(tmp, path)
 
 
+def owner_only_problem(st: os.stat_result, path: Path, what: str) -> str | None:
+    """Why a secret file (the heartbeat key, a TLS private key) is unsafe, and the fix:
+    owned by root or this runner's user, and readable by its owner alone."""
+    if st.st_uid not in (0, os.geteuid()):
+        return f"{what} {path} belongs to uid {st.st_uid} — chown root {path}"
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        return (f"{what} {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}) "
+                f"— chmod 600 {path}")  # fmt: skip
+    return None
+
+
 def load_key(path: str | Path) -> bytes:
     """The key, after checking that only its owner (root, or this runner's user) reads it."""
     path = Path(path)
@@ -63,14 +74,8 @@ def load_key(path: str | Path) -> bytes:
         raise KeyFileError(f"heartbeat key {path} is missing — {make}") from None
     except OSError as exc:
         raise KeyFileError(f"heartbeat key {path}: {exc.strerror}") from None
-    if st.st_uid not in (0, os.geteuid()):
-        raise KeyFileError(f"heartbeat key {path} belongs to uid {st.st_uid} — "
-                           f"chown root {path}")  # fmt: skip
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        raise KeyFileError(
-            f"heartbeat key {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}) "
-            f"— chmod 600 {path}"
-        )
+    if problem := owner_only_problem(st, path, "heartbeat key"):
+        raise KeyFileError(problem)
     try:
         key = bytes.fromhex(text)
     except ValueError:

@@ -9,6 +9,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from colospec.runner.hbauth import owner_only_problem
+
 
 class TlsFilesError(Exception):
     """A certificate file is missing or a private key unsafe; str() says how to fix it."""
@@ -32,13 +34,7 @@ def check_tls_dir(section: dict[str, Any] | None) -> None:
             raise TlsFilesError(f"TLS file {path}: {exc.strerror}") from None
         if not stat.S_ISREG(st.st_mode):
             raise TlsFilesError(f"TLS file {path} is not a regular file — {make}")
-        if name not in section["private_keys"]:
-            continue
-        if st.st_uid not in (0, os.geteuid()):
-            raise TlsFilesError(f"TLS private key {path} belongs to uid {st.st_uid} — "
-                                f"chown root {path}")  # fmt: skip
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            raise TlsFilesError(
-                f"TLS private key {path} is readable by others "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}) — chmod 600 {path}"
-            )
+        if name in section["private_keys"] and (
+            problem := owner_only_problem(st, path, "TLS private key")
+        ):
+            raise TlsFilesError(problem)
