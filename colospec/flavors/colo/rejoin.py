@@ -16,7 +16,7 @@ from colospec import model as m
 from colospec.flavors.colo import argv, ids
 from colospec.flavors.colo.qmp import primary_start_colo, secondary_setup
 from colospec.model import Host, Pair
-from colospec.render import tls
+from colospec.render import plan, tls
 from colospec.render.qmp import (
     Command,
     command,
@@ -198,12 +198,9 @@ def plan_sections(pair: Pair, host: Host) -> dict[str, Any]:
                 {"id": "peer-channels", "kind": "wait-resync", "stage": "channels"},
                 {"id": "qemu", "kind": "start-qemu", "args_file": args_file("secondary", host)},
                 {"id": "qmp", "kind": "connect-qmp"},
-                {
-                    "id": "join-nbd-export",
-                    "kind": "qmp",
-                    "script": SCRIPTS["join-nbd-export"],
-                    "on_error": "abort",
-                },
+                plan.step(
+                    "join-nbd-export", "qmp", script=SCRIPTS["join-nbd-export"], on_error="abort"
+                ),
                 {"id": "probe-peer", "kind": "probe-peer"},
                 {"id": "colo", "kind": "wait-colo", "mode": "secondary"},
             ],
@@ -217,12 +214,7 @@ def plan_sections(pair: Pair, host: Host) -> dict[str, Any]:
                 {"id": "network", "kind": "prepare-network"},
                 {"id": "qemu", "kind": "start-qemu", "args_file": args_file("primary", host)},
                 {"id": "qmp", "kind": "connect-qmp"},
-                {
-                    "id": "serve-alone",
-                    "kind": "qmp",
-                    "script": SCRIPTS["serve-alone"],
-                    "on_error": "abort",
-                },
+                plan.step("serve-alone", "qmp", script=SCRIPTS["serve-alone"], on_error="abort"),
             ],
         },
         "resync": {
